@@ -1,0 +1,260 @@
+"""Offline smoke tests: tiny datasets in the real IDX format, every script run through its command line.
+
+    python -m pytest -q test_smoke.py
+
+No test downloads anything: each subprocess gets a proxy on a closed loopback port, so a download
+attempt fails at once instead of reaching the network.
+"""
+
+import importlib
+import os
+import signal
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
+ENV = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1"}
+# script name -> (file, extra flags, TensorBoard tag prefix); batch 16 on 320 images: 20 steps an epoch.
+VARIANTS = {"gan": ("gan", [], "GAN")}
+FAST = ["--batch-size", "16", "--log-every", "5"]
+
+
+# ===== A tiny dataset in the real IDX format =====
+def write_idx(path, tensor):
+    magic = 2051 if tensor.dim() == 3 else 2049  # images, labels
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in tensor.shape)
+    path.write_bytes(header + tensor.numpy().tobytes())
+
+
+def tiny_split(n, seed):
+    """Class k is a bright bar at rows 2k+2..2k+4 on dim noise: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.rand(n, 28, 28, generator=g) * 60
+    for k in range(10):
+        images[labels == k, 2 * k + 2 : 2 * k + 5, 4:24] += 180
+    return images.clamp(0, 255).to(torch.uint8), labels.to(torch.uint8)
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    for seed, name in enumerate(["FashionMNIST", "MNIST"]):
+        raw = root / name / "raw"
+        raw.mkdir(parents=True)
+        # Uncompressed files: torchvision uses them as they are (a .gz would be md5-checked against the real one).
+        for split, n in [("train", 320), ("t10k", 100)]:
+            images, labels = tiny_split(n, seed * 10 + len(split))
+            write_idx(raw / f"{split}-images-idx3-ubyte", images)
+            write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+# ===== Helpers =====
+def command(variant, *flags, data_root):
+    script, extra, _ = VARIANTS[variant]
+    return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *FAST, *flags]
+
+
+def run_all(commands, cwd):
+    """Runs commands side by side (the import of torch dominates tiny runs) and returns their results."""
+    procs = [
+        subprocess.Popen(c, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    for c, (rc, out, err) in zip(commands, results):
+        assert rc == 0, f"{' '.join(c)}\n{out}\n{err}"
+    return [out for _, out, _ in results]
+
+
+def interrupted_run(cmd, cwd):
+    """Starts a run, sends Ctrl-C after its first progress line, and returns (status, output)."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "| Step " in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=300)
+    return proc.returncode, "".join(lines) + rest
+
+
+def step_lines(output):
+    return [line for line in output.splitlines() if "| Step " in line]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def assert_same_weights(a, b):
+    for net in ["G", "D"]:
+        assert a[net].keys() == b[net].keys()
+        for key in a[net]:
+            assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
+
+
+@pytest.fixture(scope="session", params=list(VARIANTS))
+def trained(request, data_root, tmp_path_factory):
+    """For one variant: a straight 2-epoch run, 1 epoch + --resume to 2, and a Ctrl-C'd run resumed to 2."""
+    variant, cwd = request.param, tmp_path_factory.mktemp(request.param)
+    cmd = lambda *flags: command(variant, *flags, data_root=data_root)  # noqa: E731
+    straight, first = run_all([cmd("--epochs", "2", "--ckpt", "a.pt"), cmd("--epochs", "1", "--ckpt", "b.pt")], cwd)
+    rc, interrupted = interrupted_run(cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
+    assert rc == 130, interrupted
+    c_stopped_at = load(cwd / "c.pt")
+    run_all(
+        [cmd("--epochs", "2", "--ckpt", "b.pt", "--resume"), cmd("--epochs", "2", "--ckpt", "c.pt", "--resume")], cwd
+    )
+    return {
+        "variant": variant,
+        "cwd": cwd,
+        "straight": straight,
+        "first": first,
+        "interrupted": interrupted,
+        "c_stopped_at": c_stopped_at,
+        "tag": VARIANTS[variant][2],
+    }
+
+
+# ===== Training runs =====
+def test_progress_lines_follow_the_handout(trained):
+    lines = step_lines(trained["straight"])
+    assert lines[0].startswith("Epoch 00 | Step 0005 / 0020 | Loss_D ") and "| Loss_G " in lines[0]
+    assert any(line.startswith("Epoch 01 | Step 0020 / 0020") for line in lines)
+    assert " img/s " in trained["straight"]
+
+
+def test_checkpoint_loads_with_weights_only_and_rebuilds_the_generator(trained):
+    ckpt = load(trained["cwd"] / "a.pt")
+    assert ckpt["script"] == VARIANTS[trained["variant"]][0] and ckpt["epoch"] == 2 and ckpt["step"] == 0
+    assert ckpt["args"]["dataset"] == "fashion-mnist" and ckpt["args"]["epochs"] == 2
+    module = importlib.import_module(ckpt["script"])
+    G = module.Generator(**ckpt["generator_kwargs"])
+    G.load_state_dict(ckpt["G"])
+    G.eval()
+    with torch.no_grad():
+        images = G(ckpt["fixed_noise"][:4]).view(-1, 1, 28, 28)
+    assert images.min() >= -1 and images.max() <= 1
+
+
+def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
+    run_dir = Path(load(trained["cwd"] / "a.pt")["run_dir"])
+    acc = EventAccumulator(str(trained["cwd"] / run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    tags, tag = acc.Tags(), trained["tag"]
+    for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator"]:
+        assert [e.step for e in acc.Scalars(name)] == [0, 1]
+    assert len(acc.Scalars(f"{tag}/Step/Loss_D")) == 40
+    assert [e.step for e in acc.Images("Generated Images")] == [0, 1, 2]
+    assert tags["graph"] is True
+    assert any(t.startswith("hyperparameters") for t in tags["tensors"])
+
+
+def test_milestone_and_comparison_pngs(trained):
+    run_dir = trained["cwd"] / load(trained["cwd"] / "a.pt")["run_dir"]
+    names = ["samples_000pct_epoch000", "samples_025pct_epoch001", "samples_050pct_epoch001"]
+    names += ["samples_075pct_epoch002", "samples_100pct_epoch002"]
+    for name in names:
+        assert Image.open(run_dir / f"{name}.png").size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 grid, 2 px padding
+    assert Image.open(run_dir / "real_vs_generated.png").size == (8 * 30 + 2, 2 * 30 + 2)
+
+
+def test_same_seed_gives_the_same_losses(trained):
+    first_epoch = [line for line in step_lines(trained["straight"]) if line.startswith("Epoch 00")]
+    assert first_epoch and first_epoch == step_lines(trained["first"])
+
+
+def test_resume_equals_an_uninterrupted_run(trained):
+    a, b = load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "b.pt")
+    assert b["epoch"] == 2
+    assert_same_weights(a, b)
+
+
+def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
+    stopped = trained["c_stopped_at"]
+    assert "Interrupted: saved c.pt" in trained["interrupted"] and "Traceback" not in trained["interrupted"]
+    assert (stopped["epoch"], stopped["step"]) < (2, 0)
+    assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, data_root):
+    cwd = trained["cwd"]
+    (cwd / "n.pt").write_bytes((cwd / "a.pt").read_bytes())
+    cmd = command(
+        trained["variant"], "--epochs", "1", "--ckpt", "n.pt", "--overwrite", "--lr", "1e30", data_root=data_root
+    )
+    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "NaN or infinite" in result.stderr and "Traceback" not in result.stderr
+    assert_same_weights(load(cwd / "a.pt"), load(cwd / "n.pt"))
+
+
+# ===== Bad input: one line, exit status 2, no traceback =====
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs: must be positive"),
+    (["--batch-size", "-1"], "--batch-size: must be positive"),
+    (["--lr", "0"], "--lr: must be positive"),
+    (["--lr", "abc"], "--lr: expected a float"),
+    (["--latent-dim", "0"], "--latent-dim: must be positive"),
+    (["--dataset", "cifar10"], "invalid choice: 'cifar10'"),
+]
+
+
+def main_exit(script, argv, capsys):
+    module = importlib.import_module(script)
+    with pytest.raises(SystemExit) as exc:
+        module.main(argv)
+    return exc.value.code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_bad_flags_exit_2(variant, flags, message, capsys):
+    code, err = main_exit(VARIANTS[variant][0], VARIANTS[variant][1] + flags, capsys)
+    assert code == 2 and message in err
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_bad_checkpoints_exit_2(variant, tmp_path, capsys):
+    script, extra, _ = VARIANTS[variant]
+    other = "dcgan" if script == "gan" else "gan"
+    (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
+    torch.save({"script": other, "args": {}}, tmp_path / "other.pt")
+    (tmp_path / "exists.pt").write_bytes(b"")
+    cases = [
+        (["--resume", "--ckpt", str(tmp_path / "missing.pt")], "no checkpoint at"),
+        (["--resume", "--ckpt", str(tmp_path / "corrupt.pt")], "is not a readable checkpoint"),
+        (["--resume", "--ckpt", str(tmp_path / "other.pt")], f"was written by {other}, not {script}.py"),
+        (["--ckpt", str(tmp_path / "exists.pt")], "exists: pass --resume"),
+    ]
+    for flags, message in cases:
+        code, err = main_exit(script, extra + flags, capsys)
+        assert code == 2 and message in err, (flags, err)
+
+
+def test_resume_of_a_finished_run_exits_2(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained["cwd"])
+    script, extra, _ = VARIANTS[trained["variant"]]
+    code, err = main_exit(script, extra + ["--resume", "--ckpt", "a.pt", "--epochs", "2"], capsys)
+    assert code == 2 and "already has 2 epochs" in err
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_missing_data_without_network_exits_2(variant, tmp_path):
+    cmd = command(variant, "--epochs", "1", data_root=tmp_path / "empty")
+    result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "FashionMNIST is not in" in result.stderr and "Copy the four official .gz files" in result.stderr
+    assert not (tmp_path / "runs").exists()  # a failed start leaves no empty run folder
