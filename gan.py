@@ -208,10 +208,14 @@ def epoch_order(n, seed, epoch, device):
 
 def new_run_dir(args):
     base = os.path.join(args.logdir, f"{SCRIPT}_{args.dataset}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}")
-    run_dir, k = base, 1
-    while os.path.exists(run_dir):  # never reuse a folder: runs started in the same second get a suffix
-        run_dir, k = f"{base}_{k + 1}", k + 1
-    return run_dir
+    for k in range(1, 1000):
+        run_dir = base if k == 1 else f"{base}_{k}"
+        try:
+            os.makedirs(run_dir)  # atomic claim: runs started in the same second never share a folder
+            return run_dir
+        except FileExistsError:
+            continue
+    sys.exit(f"no free run folder next to {base}")
 
 
 # ===== Main =====
@@ -226,11 +230,11 @@ def main(argv=None):
             p.error(f"--resume: {args.ckpt} already has {ckpt['epoch']} epochs; ask for more with --epochs")
     elif os.path.exists(args.ckpt) and not args.overwrite:
         p.error(f"{args.ckpt} exists: pass --resume to continue it, --overwrite to replace it, or another --ckpt")
-    run_dir = ckpt["run_dir"] if ckpt is not None and os.path.isdir(ckpt["run_dir"]) else new_run_dir(args)
 
     torch.manual_seed(args.seed)
     device = pick_device(p, args.device)
     images = load_images(p, args, device)
+    run_dir = ckpt["run_dir"] if ckpt is not None and os.path.isdir(ckpt["run_dir"]) else new_run_dir(args)
     n, steps, img_dim = images.size(0), math.ceil(images.size(0) / args.batch_size), images[0].numel()
 
     G_kwargs = {"latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim, "img_dim": img_dim}
@@ -269,9 +273,11 @@ def main(argv=None):
     if ckpt is None:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
+        model = nn.Sequential(OrderedDict(G=G, D=D)).eval()  # eval: tracing must not move batch-norm statistics
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # add_graph still uses the deprecated jit.trace
-            writer.add_graph(nn.Sequential(OrderedDict(G=G, D=D)), fixed_noise)  # the handout's question 3
+            writer.add_graph(model, fixed_noise)  # the handout's question 3: the model graph
+        model.train()
         save_grid(sample(G, fixed_noise), os.path.join(run_dir, "samples_000pct_epoch000.png"))
         writer.add_image("Generated Images", torchvision.utils.make_grid(sample(G, fixed_noise), normalize=True), 0)
     print(f"{SCRIPT}.py on {device} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")

@@ -22,10 +22,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
-ENV = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1"}
-# script name -> (file, extra flags, TensorBoard tag prefix); batch 16 on 320 images: 20 steps an epoch.
-VARIANTS = {"gan": ("gan", [], "GAN")}
-FAST = ["--batch-size", "16", "--log-every", "5"]
+# One thread each: the tests run two scripts side by side, and 2x2 OpenMP threads on 2 cores crawl.
+ENV = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+# variant -> (script, extra flags, TensorBoard tag prefix, batch size). The tiny training set has 320 images:
+# 20 steps an epoch for gan; 5 for the others, whose step time is set by their ~10M parameters, not the batch.
+VARIANTS = {
+    "gan": ("gan", [], "GAN", 16),
+    "dcgan": ("dcgan", [], "DCGAN", 64),
+    "wgan": ("wgan", ["--n-critic", "2"], "WGAN", 64),
+    "wgan-gp": ("wgan", ["--gp", "10", "--n-critic", "2"], "WGAN", 64),
+}
+SCRIPTS = ["gan", "dcgan", "wgan"]
 
 
 # ===== A tiny dataset in the real IDX format =====
@@ -61,8 +68,9 @@ def data_root(tmp_path_factory):
 
 # ===== Helpers =====
 def command(variant, *flags, data_root):
-    script, extra, _ = VARIANTS[variant]
-    return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *FAST, *flags]
+    script, extra, _, batch = VARIANTS[variant]
+    fast = ["--batch-size", str(batch), "--log-every", "2"]
+    return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *fast, *flags]
 
 
 def run_all(commands, cwd):
@@ -72,7 +80,7 @@ def run_all(commands, cwd):
         for c in commands
     ]
     results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    for c, (rc, out, err) in zip(commands, results):
+    for c, (rc, out, err) in zip(commands, results, strict=True):
         assert rc == 0, f"{' '.join(c)}\n{out}\n{err}"
     return [out for _, out, _ in results]
 
@@ -125,14 +133,15 @@ def trained(request, data_root, tmp_path_factory):
         "interrupted": interrupted,
         "c_stopped_at": c_stopped_at,
         "tag": VARIANTS[variant][2],
+        "steps": 320 // VARIANTS[variant][3],
     }
 
 
 # ===== Training runs =====
 def test_progress_lines_follow_the_handout(trained):
-    lines = step_lines(trained["straight"])
-    assert lines[0].startswith("Epoch 00 | Step 0005 / 0020 | Loss_D ") and "| Loss_G " in lines[0]
-    assert any(line.startswith("Epoch 01 | Step 0020 / 0020") for line in lines)
+    lines, steps = step_lines(trained["straight"]), trained["steps"]
+    assert lines[0].startswith(f"Epoch 00 | Step 0002 / {steps:04d} | Loss_D ") and "| Loss_G " in lines[0]
+    assert any(line.startswith(f"Epoch 01 | Step {steps:04d} / {steps:04d}") for line in lines)
     assert " img/s " in trained["straight"]
 
 
@@ -156,7 +165,7 @@ def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
     tags, tag = acc.Tags(), trained["tag"]
     for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator"]:
         assert [e.step for e in acc.Scalars(name)] == [0, 1]
-    assert len(acc.Scalars(f"{tag}/Step/Loss_D")) == 40
+    assert len(acc.Scalars(f"{tag}/Step/Loss_D")) == 2 * trained["steps"]
     assert [e.step for e in acc.Images("Generated Images")] == [0, 1, 2]
     assert tags["graph"] is True
     assert any(t.startswith("hyperparameters") for t in tags["tensors"])
@@ -228,7 +237,7 @@ def test_bad_flags_exit_2(variant, flags, message, capsys):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bad_checkpoints_exit_2(variant, tmp_path, capsys):
-    script, extra, _ = VARIANTS[variant]
+    script, extra, *_ = VARIANTS[variant]
     other = "dcgan" if script == "gan" else "gan"
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     torch.save({"script": other, "args": {}}, tmp_path / "other.pt")
@@ -246,15 +255,52 @@ def test_bad_checkpoints_exit_2(variant, tmp_path, capsys):
 
 def test_resume_of_a_finished_run_exits_2(trained, capsys, monkeypatch):
     monkeypatch.chdir(trained["cwd"])
-    script, extra, _ = VARIANTS[trained["variant"]]
+    script, extra, *_ = VARIANTS[trained["variant"]]
     code, err = main_exit(script, extra + ["--resume", "--ckpt", "a.pt", "--epochs", "2"], capsys)
     assert code == 2 and "already has 2 epochs" in err
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_missing_data_without_network_exits_2(variant, tmp_path):
-    cmd = command(variant, "--epochs", "1", data_root=tmp_path / "empty")
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_missing_data_without_network_exits_2(script, tmp_path):
+    cmd = command(script, "--epochs", "1", data_root=tmp_path / "empty")
     result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "FashionMNIST is not in" in result.stderr and "Copy the four official .gz files" in result.stderr
     assert not (tmp_path / "runs").exists()  # a failed start leaves no empty run folder
+
+
+# ===== WGAN specifics =====
+def test_wgan_clips_the_critic_and_logs_the_wasserstein_estimate(trained):
+    if trained["variant"] not in ("wgan", "wgan-gp"):
+        pytest.skip("WGAN only")
+    ckpt = load(trained["cwd"] / "a.pt")
+    acc = EventAccumulator(str(trained["cwd"] / ckpt["run_dir"]), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert len(acc.Scalars("WGAN/Wasserstein")) == 2
+    penalty = [e.value for e in acc.Scalars("WGAN/GradientPenalty")]
+    if trained["variant"] == "wgan":
+        assert ckpt["args"]["clip"] == 0.01 and ckpt["args"]["gp"] is None and ckpt["args"]["lr"] == 5e-5
+        assert max(t.abs().max().item() for t in ckpt["D"].values()) <= 0.01
+        assert penalty == [0.0, 0.0]
+        assert "momentum_buffer" not in str(ckpt["optim_D"]) and "square_avg" in str(ckpt["optim_D"])  # RMSprop
+    else:
+        assert ckpt["args"]["gp"] == 10 and ckpt["args"]["clip"] is None and ckpt["args"]["lr"] == 1e-4
+        assert tuple(ckpt["optim_D"]["param_groups"][0]["betas"]) == (0.5, 0.9)
+        assert all(value > 0 for value in penalty)
+        assert max(t.abs().max().item() for t in ckpt["D"].values()) > 0.01  # not clipped
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--gp", "10", "--clip", "0.01"], "--clip: not with --gp"),
+        (["--beta1", "0.5"], "only for --gp"),
+        (["--gp", "0"], "--gp: must be positive"),
+        (["--n-critic", "0"], "--n-critic: must be positive"),
+        (["--clip", "-1"], "--clip: must be positive"),
+        (["--gp", "10", "--beta2", "1.5"], "must be in [0, 1)"),
+    ],
+)
+def test_wgan_rejects_flags_that_do_nothing_in_its_mode(flags, message, capsys):
+    code, err = main_exit("wgan", flags, capsys)
+    assert code == 2 and message in err
