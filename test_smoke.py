@@ -304,3 +304,92 @@ def test_wgan_clips_the_critic_and_logs_the_wasserstein_estimate(trained):
 def test_wgan_rejects_flags_that_do_nothing_in_its_mode(flags, message, capsys):
     code, err = main_exit("wgan", flags, capsys)
     assert code == 2 and message in err
+
+
+# ===== perturb.py =====
+def png_size(rows, cols, scale=2):
+    import perturb
+
+    return (
+        perturb.LEFT + cols * (28 * scale + perturb.GAP) + perturb.GAP,
+        perturb.TOP + rows * (28 * scale + perturb.GAP) + perturb.GAP,
+    )
+
+
+def test_perturb_every_mode_and_size(trained, tmp_path):
+    import perturb
+
+    ckpt = str(trained["cwd"] / "a.pt")
+    (tmp_path / "z.txt").write_text("# three vectors\n" + "\n".join(" ".join(["0.5"] * 100) for _ in range(3)) + "\n")
+    torch.save(torch.randn(2, 100), tmp_path / "z.pt")
+    cases = [
+        ([], 15, 8),
+        (["--mode", "set", "--dims", "0", "99", "--values", "-1", "1"], 4, 8),
+        (["--sweep", "4", "--range", "-3", "3", "--steps", "9"], 8, 9),
+        (["--interpolate", "--steps", "6"], 4, 6),
+        (["--interpolate", "--slerp", "--steps", "5", "--n-samples", "5"], 2, 5),
+        (["--samples-only", "--scale", "1"], 1, 8),
+        (["--samples-only", "--vectors", str(tmp_path / "z.txt")], 1, 3),
+        (["--vectors", str(tmp_path / "z.pt")], 15, 2),
+        (["--sweep", "7", "--vectors", str(tmp_path / "z.txt"), "--mode", "set"], 3, 9),
+    ]
+    for k, (flags, rows, cols) in enumerate(cases):
+        out = tmp_path / f"{k}.png"
+        perturb.main(["--ckpt", ckpt, "--out", str(out), *flags])
+        scale = 1 if "--scale" in flags else 2
+        assert Image.open(out).size == png_size(rows, cols, scale), flags
+
+
+def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
+    ckpt = tmp_path / "model.pt"
+    ckpt.write_bytes((trained["cwd"] / "a.pt").read_bytes())
+    cmd = [sys.executable, str(ROOT / "perturb.py"), "--ckpt", str(ckpt), "--logdir", str(tmp_path / "tb")]
+    first = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    png = (tmp_path / "perturb_model.png").read_bytes()
+    assert Image.open(tmp_path / "perturb_model.png").size == png_size(15, 8)
+    import perturb
+
+    perturb.main(["--ckpt", str(ckpt)])
+    assert (tmp_path / "perturb_model.png").read_bytes() == png
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    assert acc.Tags()["images"] == ["perturb/model"]
+
+
+def test_perturb_non_default_architecture(data_root, tmp_path):
+    import perturb
+
+    cmd = command(
+        "gan", "--epochs", "1", "--hidden-dim", "32", "--latent-dim", "8", "--ckpt", "small.pt", data_root=data_root
+    )
+    run_all([cmd], tmp_path)
+    perturb.main(["--ckpt", str(tmp_path / "small.pt"), "--dims", "0", "7"])
+    assert Image.open(tmp_path / "perturb_small.png").size == png_size(6, 8)
+
+
+def test_perturb_bad_input_exits_2(trained, tmp_path, capsys):
+    import perturb
+
+    ckpt = str(trained["cwd"] / "a.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"\x00garbage")
+    torch.save({"script": "vae", "generator_kwargs": {"latent_dim": 2}, "G": {}}, tmp_path / "vae.pt")
+    (tmp_path / "narrow.txt").write_text("1 2 3\n")
+    cases = [
+        (["--ckpt", str(tmp_path / "missing.pt")], "no file at"),
+        (["--ckpt", str(tmp_path / "tensor.pt")], "is not a checkpoint of gan.py"),
+        (["--ckpt", str(tmp_path / "garbage.pt")], "is not a checkpoint of ours"),
+        (["--ckpt", str(tmp_path / "vae.pt")], "unknown script 'vae'"),
+        (["--ckpt", ckpt, "--dims", "100"], "dimension 100 is outside [0, 100)"),
+        (["--ckpt", ckpt, "--sweep", "-1"], "dimension -1 is outside"),
+        (["--ckpt", ckpt, "--values"], "expected at least one argument"),
+        (["--ckpt", ckpt, "--vectors", str(tmp_path / "narrow.txt")], "needs 100 numbers a line"),
+        (["--ckpt", ckpt, "--vectors", str(tmp_path / "none.txt")], "cannot read"),
+        (["--ckpt", ckpt, "--interpolate", "--n-samples", "1"], "needs at least 2 base vectors"),
+    ]
+    for flags, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            perturb.main(flags)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err, (flags, err)

@@ -1,0 +1,251 @@
+"""Scores checkpoints of gan.py, dcgan.py and wgan.py side by side: sample quality and mode coverage.
+
+Every metric lives in the feature space of a small CNN classifier trained on the real training
+split of the checkpoint's dataset (trained once, cached beside the data); the real test split is the
+reference set. A `real data` row scores 10,000 real training images the same way: the floor.
+
+- FID: Frechet distance of the classifier's penultimate features (NOT comparable with Inception FIDs)
+- precision / recall: k-nearest-neighbour manifolds, k = 5 (Kynkaanniemi et al., NeurIPS 2019)
+- classes covered: classes given at least half their fair share of the samples (10 = no collapse)
+- KL: KL divergence of the predicted-class histogram from uniform (0 = balanced; log 10 = one class)
+- confidence: the classifier's mean top probability
+
+    python evaluate.py gan.pt dcgan.pt wgan.pt                 # markdown table
+    python evaluate.py gan.pt --json scores.json --export samples/
+"""
+
+import argparse
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
+SCRIPTS = ("gan", "dcgan", "wgan")
+CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes: old caches become stale
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("ckpts", nargs="+", help="checkpoints written by gan.py, dcgan.py or wgan.py")
+    p.add_argument("--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz; the classifier is cached there")
+    p.add_argument("--k", type=int, default=5, help="neighbours for precision and recall")
+    p.add_argument("--json", help="also write the numbers to this JSON file")
+    p.add_argument("--export", help="write every sample as PNG under DIR/<ckpt stem>/ (for Inception-based FID tools)")
+    p.add_argument("--classifier-steps", type=int, default=0, help="train the classifier this many steps (0: 3 epochs)")
+    args = p.parse_args(argv)
+    if args.k < 1:
+        p.error(f"argument --k: must be positive, got {args.k}")
+    d = Classifier.FEATURES
+    if args.n < 2 * d:  # fewer samples than features leave the covariance singular
+        p.error(f"argument --n: {args.n} samples are too few for a {d}-d covariance (at least {2 * d})")
+    return p, args
+
+
+# ===== The feature extractor =====
+class Classifier(nn.Module):
+    FEATURES = 128
+
+    def __init__(self):
+        super().__init__()
+        block = lambda cin, cout: [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]  # noqa: E731
+        self.features = nn.Sequential(  # (N, 1, 28, 28) -> (N, 32, 14, 14) -> (N, 64, 7, 7) -> (N, 128, 3, 3)
+            *block(1, 32),
+            *block(32, 64),
+            *block(64, 128),
+            nn.Flatten(),
+            nn.Linear(128 * 3 * 3, self.FEATURES),
+            nn.ReLU(),
+        )
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(self.FEATURES, 10))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def load_split(p, root, dataset, train):
+    name = DATASETS[dataset]
+    try:
+        ds = getattr(torchvision.datasets, name)(root, train=train, download=True)
+    except (RuntimeError, OSError) as e:
+        p.error(
+            f"{name} is not in {os.path.join(root, name, 'raw')} and the download failed ({str(e).splitlines()[0]})"
+        )
+    return ds.data.unsqueeze(1).float().div(127.5).sub(1), ds.targets  # [-1, 1], like the generators' output
+
+
+def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
+    """The cached classifier if its checksum and key match; otherwise trains and caches a new one."""
+    fingerprint = hashlib.sha256(train_x[:: max(1, len(train_x) // 1000)].numpy().tobytes()).hexdigest()[:16]
+    key = f"v{CLASSIFIER_VERSION}-steps{args.classifier_steps}-n{len(train_x)}-{fingerprint}"
+    path = os.path.join(args.data_root, DATASETS[dataset], "evaluate_classifier.pt")
+    model = Classifier()
+    try:
+        with open(path, "rb") as f:
+            blob = f.read()
+        with open(path + ".sha256") as f:
+            digest, cached_key = f.read().split()
+        if hashlib.sha256(blob).hexdigest() != digest or cached_key != key:
+            raise ValueError("corrupt or stale")
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        print(f"classifier: {path} (cached)", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError, EOFError) as e:
+        if os.path.exists(path):
+            print(f"classifier: {path} not trusted ({type(e).__name__}: {e}); retraining", file=sys.stderr)
+        train_classifier(model, args, train_x, train_y)
+        torch.save(model.state_dict(), path + ".tmp")
+        os.replace(path + ".tmp", path)
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        with open(path + ".sha256", "w") as f:
+            f.write(f"{digest} {key}\n")
+    model.eval()
+    accuracy = (predict(model, test_x)[1].argmax(1) == test_y).float().mean().item()
+    print(f"classifier on {dataset}: test accuracy {accuracy:.2%}", file=sys.stderr)
+    return model, accuracy
+
+
+def train_classifier(model, args, x, y, batch=256, epochs=3):
+    torch.manual_seed(0)
+    steps = args.classifier_steps or epochs * math.ceil(len(x) / batch)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
+    model.train()
+    order = torch.cat([torch.randperm(len(x)) for _ in range(math.ceil(steps * batch / len(x)))])
+    for step in range(steps):
+        idx = order[step * batch : (step + 1) * batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if (step + 1) % 200 == 0:
+            print(f"classifier step {step + 1} / {steps} | loss {loss.item():.4f}", file=sys.stderr)
+
+
+@torch.no_grad()
+def predict(model, x, batch=1000):
+    outs = [(model.features(x[i : i + batch])) for i in range(0, len(x), batch)]
+    features = torch.cat(outs)
+    return features, model.head(features)
+
+
+# ===== Metrics =====
+def frechet_distance(a, b):
+    mu_a, mu_b = a.double().mean(0), b.double().mean(0)
+    cov_a, cov_b = torch.cov(a.double().T), torch.cov(b.double().T)
+    vals, vecs = torch.linalg.eigh(cov_a)
+    sqrt_a = vecs @ torch.diag(vals.clamp(min=0).sqrt()) @ vecs.T
+    # tr sqrt(cov_a cov_b) = sum of sqrt eigenvalues of sqrt(cov_a) cov_b sqrt(cov_a), which is symmetric PSD
+    cross = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp(min=0).sqrt().sum()
+    return ((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * cross).item()
+
+
+def knn_radii(x, k, chunk=1000):
+    return torch.cat([torch.cdist(x[i : i + chunk], x).kthvalue(k + 1, dim=1).values for i in range(0, len(x), chunk)])
+
+
+def coverage(query, support, radii, chunk=1000):
+    """Fraction of query points inside at least one support ball (the k-NN manifold of the support)."""
+    inside = [(torch.cdist(query[i : i + chunk], support) <= radii).any(1) for i in range(0, len(query), chunk)]
+    return torch.cat(inside).float().mean().item()
+
+
+def scores(features, logits, ref_features, k):
+    probs = logits.softmax(1)
+    counts = torch.bincount(probs.argmax(1), minlength=10).double()
+    share = counts / counts.sum()
+    kl = (share[share > 0] * (share[share > 0] * 10).log()).sum().item()
+    return {
+        "fid": frechet_distance(features, ref_features),
+        "precision": coverage(features, ref_features, knn_radii(ref_features, k)),
+        "recall": coverage(ref_features, features, knn_radii(features, k)),
+        "classes_covered": int((counts >= 0.5 * counts.sum() / 10).sum()),
+        "kl_uniform": kl,
+        "confidence": probs.max(1).values.mean().item(),
+    }
+
+
+# ===== Generators =====
+def load_checkpoint(p, path):
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        p.error(f"no checkpoint at {path}")
+    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line answer)
+        p.error(f"{path} is not a checkpoint of ours ({type(e).__name__})")
+    if not isinstance(ckpt, dict) or ckpt.get("script") not in SCRIPTS or "generator_kwargs" not in ckpt:
+        p.error(f"{path} is not a checkpoint of gan.py, dcgan.py or wgan.py")
+    return ckpt
+
+
+@torch.no_grad()
+def generate(ckpt, n, seed, batch=1000):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
+    G.load_state_dict(ckpt["G"])
+    G.eval()  # batch-norm running statistics: each sample independent of its batch
+    z = torch.randn(n, ckpt["generator_kwargs"]["latent_dim"], generator=torch.Generator().manual_seed(seed))
+    return torch.cat([G(z[i : i + batch]).view(-1, 1, 28, 28) for i in range(0, n, batch)])
+
+
+def describe(ckpt):
+    a, flags = ckpt["args"], []
+    for key in ["hidden_dim", "latent_dim", "lr", "label_smoothing", "batch_size", "gp", "clip", "n_critic"]:
+        if a.get(key) is not None and key in a:
+            flags.append(f"{key.replace('_', '-')} {a[key]:g}")
+    return ", ".join(flags)
+
+
+def main(argv=None):
+    p, args = parse_args(argv)
+    ckpts = [(path, load_checkpoint(p, path)) for path in args.ckpts]
+    rows, accuracies = [], {}
+    for dataset in sorted({c["args"]["dataset"] for _, c in ckpts}):
+        train_x, train_y = load_split(p, args.data_root, dataset, train=True)
+        test_x, test_y = load_split(p, args.data_root, dataset, train=False)
+        model, accuracies[dataset] = get_classifier(p, args, dataset, train_x, train_y, test_x, test_y)
+        ref_features, _ = predict(model, test_x)
+        real = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[: args.n]]
+        rows.append({"name": "real data", "dataset": dataset, "epochs": None, "flags": "", "n": len(real)})
+        rows[-1].update(scores(*predict(model, real), ref_features, args.k))
+        for path, ckpt in [(path, c) for path, c in ckpts if c["args"]["dataset"] == dataset]:
+            samples = generate(ckpt, args.n, args.seed)
+            rows.append(
+                {"name": path, "dataset": dataset, "epochs": ckpt["epoch"], "flags": describe(ckpt), "n": args.n}
+            )
+            rows[-1].update(scores(*predict(model, samples), ref_features, args.k))
+            if args.export:
+                out = os.path.join(args.export, os.path.splitext(os.path.basename(path))[0])
+                os.makedirs(out, exist_ok=True)
+                for i, image in enumerate(samples):
+                    torchvision.utils.save_image(image.add(1).div(2), os.path.join(out, f"{i:05d}.png"))
+
+    columns = (
+        "checkpoint | dataset | epochs | flags | FID (clf) | precision | recall | classes covered | KL | confidence"
+    )
+    print(f"| {columns} |\n| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        epochs = "" if r["epochs"] is None else r["epochs"]
+        print(
+            f"| {r['name']} | {r['dataset']} | {epochs} | {r['flags']} | {r['fid']:.2f} | {r['precision']:.3f} | "
+            f"{r['recall']:.3f} | {r['classes_covered']}/10 | {r['kl_uniform']:.3f} | {r['confidence']:.3f} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"classifier_test_accuracy": accuracies, "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

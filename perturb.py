@@ -1,0 +1,189 @@
+"""Latent-space figures from a checkpoint of gan.py, dcgan.py or wgan.py, on a CPU, without the data.
+
+The reports' main figure: 8 base vectors z (columns); for each chosen dimension and each value, the
+samples with that dimension changed (rows). Other modes sweep one dimension, interpolate between
+base vectors, or just draw them. The base vectors come from --seed or from your own --vectors file.
+
+    python perturb.py --ckpt dcgan.pt                          # perturb_dcgan.png: 15 rows x 8 columns
+    python perturb.py --ckpt dcgan.pt --dims 4 21 --values -3 -1 1 3 --mode set
+    python perturb.py --ckpt gan.pt --sweep 4 --range -3 3 --steps 9
+    python perturb.py --ckpt wgan.pt --interpolate --slerp --steps 10
+    python perturb.py --ckpt gan.pt --samples-only --vectors my_z.txt --logdir runs/perturb
+"""
+
+import argparse
+import importlib
+import os
+import sys
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+SCRIPTS = ("gan", "dcgan", "wgan")
+LEFT, TOP, GAP = 72, 16, 2  # label margins and the gap between cells, in pixels
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--ckpt", required=True, help="checkpoint written by gan.py, dcgan.py or wgan.py")
+    p.add_argument("--out", help="PNG to write (default: <mode>_<ckpt stem>.png beside the checkpoint)")
+    p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
+    p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")
+    p.add_argument("--dims", type=int, nargs="+", default=[1, 20, 40, 60, 80], help="latent dimensions to change")
+    p.add_argument("--values", type=float, nargs="+", default=[-2.0, 0.0, 2.0], help="values added to (or set in) each")
+    p.add_argument("--mode", choices=["add", "set"], default="add", help="add the value to z[dim], or set z[dim] to it")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sweep", type=int, metavar="DIM", help="sweep one dimension over --range for every sample")
+    mode.add_argument("--interpolate", action="store_true", help="walk between pairs of base vectors (1-2, 3-4, ...)")
+    mode.add_argument("--samples-only", action="store_true", help="just the base samples")
+    p.add_argument("--range", type=float, nargs=2, default=[-3.0, 3.0], metavar=("LOW", "HIGH"), help="for --sweep")
+    p.add_argument("--steps", type=int, default=9, help="columns of --sweep and --interpolate")
+    p.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
+    p.add_argument("--scale", type=int, default=2, help="pixels per image pixel in the PNG")
+    p.add_argument("--logdir", help="also write the figure to TensorBoard in this folder")
+    args = p.parse_args(argv)
+    for name in ["n_samples", "steps", "scale"]:
+        if getattr(args, name) < (2 if name == "steps" else 1):
+            p.error(f"argument --{name.replace('_', '-')}: too small ({getattr(args, name)})")
+    if args.interpolate and args.vectors is None and args.n_samples < 2:
+        p.error("argument --interpolate: needs at least 2 base vectors")
+    return p, args
+
+
+def load_generator(p, path):
+    """Rebuilds the generator a checkpoint describes, with the Generator class of the script that wrote it."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        p.error(f"argument --ckpt: no file at {path}")
+    except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line answer)
+        p.error(f"argument --ckpt: {path} is not a checkpoint of ours ({type(e).__name__})")
+    if not isinstance(ckpt, dict) or not {"script", "generator_kwargs", "G"} <= ckpt.keys():
+        p.error(f"argument --ckpt: {path} is not a checkpoint of gan.py, dcgan.py or wgan.py")
+    if ckpt["script"] not in SCRIPTS:
+        p.error(f"argument --ckpt: {path} comes from an unknown script {ckpt['script']!r}")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
+    G.load_state_dict(ckpt["G"])
+    return G.eval(), ckpt["generator_kwargs"]["latent_dim"]  # eval: batch-norm running statistics, not the batch's
+
+
+def read_vectors(p, path, latent_dim):
+    try:
+        if path.endswith(".pt"):
+            z = torch.load(path, map_location="cpu", weights_only=True)
+            z = torch.as_tensor(z, dtype=torch.float32)
+        else:
+            with open(path) as f:
+                rows = [line.replace(",", " ").split() for line in f if line.strip() and not line.startswith("#")]
+            z = torch.tensor([[float(x) for x in row] for row in rows])
+    except (OSError, ValueError, RuntimeError, TypeError) as e:
+        p.error(f"argument --vectors: cannot read {path} ({str(e).splitlines()[0]})")
+    z = z.reshape(1, -1) if z.dim() == 1 else z
+    if z.dim() != 2 or z.size(0) == 0 or z.size(1) != latent_dim:
+        p.error(
+            f"argument --vectors: {path} holds shape {tuple(z.shape)}; the generator needs {latent_dim} numbers a line"
+        )
+    return z
+
+
+def slerp(a, b, t):
+    omega = torch.arccos(torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1))
+    if omega < 1e-6:  # (anti)parallel: fall back to the straight line
+        return (1 - t) * a + t * b
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+def figure(args, z):
+    """The latent vectors of the figure, shape (rows, columns, latent), with row and column labels."""
+    n = z.size(0)
+    if args.samples_only:
+        return z.unsqueeze(0), [""], [f"#{j + 1}" for j in range(n)]
+    if args.sweep is not None:
+        values = torch.linspace(args.range[0], args.range[1], args.steps)
+        grid = z.unsqueeze(1).repeat(1, args.steps, 1)
+        grid[:, :, args.sweep] = values if args.mode == "set" else grid[:, :, args.sweep] + values
+        sign = "=" if args.mode == "set" else "+"
+        return grid, [f"#{i + 1} dim {args.sweep}" for i in range(n)], [f"{sign}{v:.3g}" for v in values.tolist()]
+    if args.interpolate:
+        ts = torch.linspace(0, 1, args.steps).tolist()
+        pairs = [(i, i + 1) for i in range(0, n - 1, 2)]
+        walk = slerp if args.slerp else lambda a, b, t: (1 - t) * a + t * b
+        grid = torch.stack([torch.stack([walk(z[i], z[j], t) for t in ts]) for i, j in pairs])
+        return grid, [f"#{i + 1} to #{j + 1}" for i, j in pairs], [f"{t:.2f}" for t in ts]
+    rows, labels = [], []
+    for d in args.dims:
+        for v in args.values:
+            changed = z.clone()
+            changed[:, d] = v if args.mode == "set" else changed[:, d] + v
+            rows.append(changed)
+            labels.append(f"dim {d} {'=' if args.mode == 'set' else ''}{v:+g}")
+    return torch.stack(rows), labels, [f"#{j + 1}" for j in range(n)]
+
+
+def render(images, row_labels, col_labels, scale):
+    """images: (rows, columns, 28, 28) in [-1, 1] -> a labelled grayscale PIL image."""
+    rows, cols, h, w = images.shape
+    cell_h, cell_w = h * scale + GAP, w * scale + GAP
+    canvas = Image.new("L", (LEFT + cols * cell_w + GAP, TOP + rows * cell_h + GAP), color=255)
+    pixels = ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            tile = Image.fromarray(pixels[r, c].numpy(), mode="L").resize((w * scale, h * scale), Image.NEAREST)
+            canvas.paste(tile, (LEFT + c * cell_w + GAP, TOP + r * cell_h + GAP))
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for r, label in enumerate(row_labels):
+        draw.text((4, TOP + r * cell_h + GAP + h * scale // 2 - 5), label, fill=0, font=font)
+    for c, label in enumerate(col_labels):
+        draw.text((LEFT + c * cell_w + GAP + 2, 2), label, fill=0, font=font)
+    return canvas
+
+
+def main(argv=None):
+    p, args = parse_args(argv)
+    G, latent_dim = load_generator(p, args.ckpt)
+    for d in args.dims + ([args.sweep] if args.sweep is not None else []):
+        if not 0 <= d < latent_dim:
+            p.error(f"dimension {d} is outside [0, {latent_dim}) for this generator")
+    if args.vectors is not None:
+        z = read_vectors(p, args.vectors, latent_dim)
+    else:
+        z = torch.randn(args.n_samples, latent_dim, generator=torch.Generator().manual_seed(args.seed))
+    if args.interpolate and z.size(0) < 2:
+        p.error("argument --interpolate: needs at least 2 base vectors")
+
+    grid, row_labels, col_labels = figure(args, z)
+    with torch.no_grad():
+        images = G(grid.flatten(0, 1)).view(grid.size(0), grid.size(1), 28, 28)
+    canvas = render(images, row_labels, col_labels, args.scale)
+
+    kind = (
+        "samples"
+        if args.samples_only
+        else f"sweep{args.sweep}"
+        if args.sweep is not None
+        else "interpolate"
+        if args.interpolate
+        else "perturb"
+    )
+    stem = os.path.splitext(os.path.basename(args.ckpt))[0]
+    out = args.out or os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}.png")
+    canvas.save(out)
+    print(f"wrote {out}: {grid.size(0)} rows x {grid.size(1)} columns")
+    if args.logdir:
+        from torch.utils.tensorboard import SummaryWriter  # only needed for this option
+
+        with SummaryWriter(args.logdir) as writer:
+            writer.add_image(
+                f"{kind}/{stem}",
+                torch.tensor(list(canvas.getdata()), dtype=torch.uint8).view(1, canvas.height, canvas.width),
+                0,
+            )
+        print(f"and to TensorBoard in {args.logdir} under {kind}/{stem}")
+
+
+if __name__ == "__main__":
+    main()
