@@ -90,6 +90,7 @@ def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
     fingerprint = hashlib.sha256(train_x[:: max(1, len(train_x) // 1000)].numpy().tobytes()).hexdigest()[:16]
     key = f"v{CLASSIFIER_VERSION}-steps{args.classifier_steps}-n{len(train_x)}-{fingerprint}"
     path = os.path.join(args.data_root, DATASETS[dataset], "evaluate_classifier.pt")
+    torch.manual_seed(0)  # the same weights every time the classifier is (re)trained
     model = Classifier()
     try:
         with open(path, "rb") as f:
@@ -117,7 +118,6 @@ def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
 
 
 def train_classifier(model, args, x, y, batch=256, epochs=3):
-    torch.manual_seed(0)
     steps = args.classifier_steps or epochs * math.ceil(len(x) / batch)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)

@@ -7,6 +7,8 @@ attempt fails at once instead of reaching the network.
 """
 
 import importlib
+import json
+import math
 import os
 import signal
 import struct
@@ -393,3 +395,98 @@ def test_perturb_bad_input_exits_2(trained, tmp_path, capsys):
             perturb.main(flags)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err, (flags, err)
+
+
+# ===== evaluate.py =====
+def evaluate(argv, capsys):
+    import evaluate
+
+    evaluate.main(argv)
+    captured = capsys.readouterr()
+    return [line for line in captured.out.splitlines() if line.startswith("| ")], captured.err
+
+
+def test_evaluate_scores_every_script(trained, data_root, capsys):
+    ckpt = str(trained["cwd"] / "a.pt")
+    lines, _ = evaluate([ckpt, "--data-root", str(data_root), "--n", "256", "--classifier-steps", "20"], capsys)
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [r[0] for r in body] == ["real data", ckpt] and all(float(r[4]) >= 0 for r in body)
+
+
+def test_evaluate_table_json_determinism_and_cache(trained, data_root, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("the table, cache and JSON do not depend on the script: checked once")
+    ckpt = str(trained["cwd"] / "a.pt")
+    mnist = load(ckpt)
+    mnist["args"]["dataset"] = "mnist"  # the same generator, scored against MNIST: one call, two datasets
+    torch.save(mnist, tmp_path / "as_mnist.pt")
+    argv = [
+        ckpt,
+        str(tmp_path / "as_mnist.pt"),
+        "--data-root",
+        str(data_root),
+        "--n",
+        "256",
+        "--classifier-steps",
+        "20",
+    ]
+    lines, err = evaluate([*argv, "--json", str(tmp_path / "scores.json")], capsys)
+    assert "test accuracy" in err
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["checkpoint", "dataset", "epochs", "flags", "FID (clf)", "precision", "recall"] + [
+        "classes covered",
+        "KL",
+        "confidence",
+    ]
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [(r[0], r[1]) for r in body] == [
+        ("real data", "fashion-mnist"),
+        (ckpt, "fashion-mnist"),
+        ("real data", "mnist"),
+        (str(tmp_path / "as_mnist.pt"), "mnist"),
+    ]
+    assert body[1][2] == "2" and body[1][7].endswith("/10")
+    data = json.loads((tmp_path / "scores.json").read_text())
+    assert set(data["classifier_test_accuracy"]) == {"fashion-mnist", "mnist"}
+    for row in data["rows"]:
+        assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and row["fid"] >= 0 and row["n"] == 256
+        assert 0 <= row["kl_uniform"] <= math.log(10) + 1e-9 and 0 <= row["classes_covered"] <= 10
+    # Cached classifier: the same numbers. A corrupt cache is retrained (deterministically), not trusted.
+    again, err = evaluate(argv, capsys)
+    assert again == lines and "(cached)" in err
+    cache = data_root / "FashionMNIST" / "evaluate_classifier.pt"
+    cache.write_bytes(cache.read_bytes()[:-10] + b"corrupted!")
+    third, err = evaluate(argv, capsys)
+    assert "not trusted" in err and third == lines
+    stale, err = evaluate([*argv[:-1], "21"], capsys)  # other training steps: the cached model is stale
+    assert "not trusted" in err
+
+
+def test_evaluate_export_writes_pngs(trained, data_root, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    ckpt = str(trained["cwd"] / "a.pt")
+    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--classifier-steps", "20", "--export", str(tmp_path)]
+    evaluate(argv, capsys)
+    files = sorted((tmp_path / "a").glob("*.png"))
+    assert len(files) == 256 and Image.open(files[0]).size[0] >= 28
+
+
+def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    import evaluate as ev
+
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    ckpt = str(trained["cwd"] / "a.pt")
+    cases = [
+        ([str(tmp_path / "missing.pt")], "no checkpoint at"),
+        ([str(tmp_path / "foreign.pt")], "is not a checkpoint of gan.py"),
+        ([ckpt, "--n", "10"], "too few for a 128-d covariance"),
+        ([ckpt, "--data-root", str(tmp_path / "empty")], "is not in"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as exc:
+            ev.main([*argv, "--classifier-steps", "20"])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err, (argv, err)
