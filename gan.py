@@ -251,12 +251,8 @@ def main(argv=None):
     if ckpt is not None:
         for key, part in parts.items():
             part.load_state_dict(ckpt[key])
-        fixed_noise, start_epoch, start_step, sums = (
-            ckpt["fixed_noise"].to(device),
-            ckpt["epoch"],
-            ckpt["step"],
-            ckpt["sums"],
-        )
+        start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
+        fixed_noise = ckpt["fixed_noise"].to(device)
         torch.set_rng_state(ckpt["rng_cpu"])
         if device.type == "cuda" and ckpt["rng_cuda"] is not None:
             torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
