@@ -14,6 +14,7 @@ import signal
 import struct
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -120,8 +121,10 @@ def trained(request, data_root, tmp_path_factory):
     """For one variant: a straight 2-epoch run, 1 epoch + --resume to 2, and a Ctrl-C'd run resumed to 2."""
     variant, cwd = request.param, tmp_path_factory.mktemp(request.param)
     cmd = lambda *flags: command(variant, *flags, data_root=data_root)  # noqa: E731
-    straight, first = run_all([cmd("--epochs", "2", "--ckpt", "a.pt"), cmd("--epochs", "1", "--ckpt", "b.pt")], cwd)
-    rc, interrupted = interrupted_run(cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
+    with ThreadPoolExecutor() as pool:  # the Ctrl-C run overlaps the other two: three processes, two cores
+        interrupted_job = pool.submit(interrupted_run, cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
+        straight, first = run_all([cmd("--epochs", "2", "--ckpt", "a.pt"), cmd("--epochs", "1", "--ckpt", "b.pt")], cwd)
+        rc, interrupted = interrupted_job.result()
     assert rc == 130, interrupted
     c_stopped_at = load(cwd / "c.pt")
     run_all(
