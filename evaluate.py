@@ -222,9 +222,8 @@ def main(argv=None):
         rows[-1].update(scores(*predict(model, real), ref_features, args.k))
         for path, ckpt in [(path, c) for path, c in ckpts if c["args"]["dataset"] == dataset]:
             samples = generate(ckpt, args.n, args.seed)
-            rows.append(
-                {"name": path, "dataset": dataset, "epochs": ckpt["epoch"], "flags": describe(ckpt), "n": args.n}
-            )
+            epochs = f"{ckpt['epoch']} + {ckpt['step']} steps" if ckpt["step"] else ckpt["epoch"]  # Ctrl-C'd runs
+            rows.append({"name": path, "dataset": dataset, "epochs": epochs, "flags": describe(ckpt), "n": args.n})
             rows[-1].update(scores(*predict(model, samples), ref_features, args.k))
             if args.export:
                 out = os.path.join(args.export, os.path.splitext(os.path.basename(path))[0])

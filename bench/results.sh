@@ -15,7 +15,8 @@ train gan_h512_ls gan.py --hidden-dim 512 --label-smoothing 0.1
 train gan_lr1e-4_ls gan.py --lr 1e-4 --label-smoothing 0.1
 train gan_h1024_ls gan.py --hidden-dim 1024 --label-smoothing 0.1
 train dcgan dcgan.py --epochs "$conv"
+train dcgan_ls dcgan.py --epochs "$conv" --label-smoothing 0.1
 train wgan_gp wgan.py --gp 10 --epochs "$conv"
 train wgan wgan.py --epochs "$conv"
 for f in *.log; do echo "$f: $(grep -E '^Epoch [0-9]+ \| [0-9.]+ s' "$f" | awk '{s+=$4; n++} END {printf "%.1f s/epoch over %d epochs", s/n, n}')"; done
-python "$repo/evaluate.py" gan.pt gan_ls.pt gan_h512_ls.pt gan_lr1e-4_ls.pt gan_h1024_ls.pt dcgan.pt wgan_gp.pt wgan.pt --json scores.json
+python "$repo/evaluate.py" gan.pt gan_ls.pt gan_h512_ls.pt gan_lr1e-4_ls.pt gan_h1024_ls.pt dcgan.pt dcgan_ls.pt wgan_gp.pt wgan.pt --json scores.json
