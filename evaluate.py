@@ -1,8 +1,10 @@
 """Scores checkpoints of gan.py, dcgan.py and wgan.py side by side: sample quality and mode coverage.
 
 Every metric lives in the feature space of a small CNN classifier trained on the real training
-split of the checkpoint's dataset (trained once, cached beside the data); the real test split is the
-reference set. A `real data` row scores 10,000 real training images the same way: the floor.
+split of the checkpoint's dataset. Its weights ship with this repository (classifiers/*.pt, checked
+against the sha256 below), so the numbers have the same scale on every machine and torch build; the
+real test split is the reference set. A `real data` row scores 10,000 real training images the same
+way: the floor.
 
 - FID: Frechet distance of the classifier's penultimate features (NOT comparable with Inception FIDs)
 - precision / recall: k-nearest-neighbour manifolds, k = 5 (Kynkaanniemi et al., NeurIPS 2019)
@@ -12,11 +14,13 @@ reference set. A `real data` row scores 10,000 real training images the same way
 
     python evaluate.py gan.pt dcgan.pt wgan.pt                 # markdown table
     python evaluate.py gan.pt --json scores.json --export samples/
+    python evaluate.py gan.pt --retrain-classifier      # your own classifier: numbers on another scale
 """
 
 import argparse
 import hashlib
 import importlib
+import io
 import json
 import math
 import os
@@ -29,7 +33,12 @@ from torch import nn
 
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 SCRIPTS = ("gan", "dcgan", "wgan")
-CLASSIFIER_VERSION = 1  # bump when the classifier or its training changes: old caches become stale
+CLASSIFIERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
+# The shipped weights (python evaluate.py --retrain-classifier, then copied into classifiers/) and their sha256.
+CLASSIFIER_SHA256 = {
+    "fashion-mnist": "11059be43b591245f23d9fcfe7e6a9ab1cb098b7f37f224894821410dbe2bd1a",
+    "mnist": "182790dc1def2ae33049a9aa9f9924da408c88709b33d32fb82772bb7b8c1810",
+}
 
 
 def parse_args(argv=None):
@@ -39,18 +48,44 @@ def parse_args(argv=None):
     p.add_argument("ckpts", nargs="+", help="checkpoints written by gan.py, dcgan.py or wgan.py")
     p.add_argument("--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
-    p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz; the classifier is cached there")
+    p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz")
     p.add_argument("--k", type=int, default=5, help="neighbours for precision and recall")
     p.add_argument("--json", help="also write the numbers to this JSON file")
     p.add_argument("--export", help="write every sample as PNG under DIR/<ckpt stem>/ (for Inception-based FID tools)")
-    p.add_argument("--classifier-steps", type=int, default=0, help="train the classifier this many steps (0: 3 epochs)")
+    p.add_argument(
+        "--retrain-classifier",
+        action="store_true",
+        help="train the classifier afresh, not the shipped one (saved as <data-root>/<Name>/classifier.pt)",
+    )
+    p.add_argument("--classifier-steps", type=int, default=0, help="with --retrain-classifier: steps (0: 3 epochs)")
     args = p.parse_args(argv)
-    if args.k < 1:
-        p.error(f"argument --k: must be positive, got {args.k}")
+    if args.classifier_steps and not args.retrain_classifier:
+        p.error("argument --classifier-steps: only with --retrain-classifier")
     d = Classifier.FEATURES
     if args.n < 2 * d:  # fewer samples than features leave the covariance singular
         p.error(f"argument --n: {args.n} samples are too few for a {d}-d covariance (at least {2 * d})")
+    if not 1 <= args.k <= args.n // 20:  # a large k grows every ball over the whole set: precision = recall = 1
+        p.error(f"argument --k: must be in [1, n/20 = {args.n // 20}], got {args.k}")
+    if args.json is not None and not writable_file(args.json):
+        p.error(f"argument --json: cannot write {args.json!r} (its folder must exist, and it must not be a folder)")
+    if args.export is not None and os.path.exists(args.export) and not os.path.isdir(args.export):
+        p.error(f"argument --export: {args.export!r} is a file, not a folder")
+    if args.export is not None and not os.access(nearest_folder(args.export), os.W_OK):
+        p.error(f"argument --export: cannot create folders under {args.export!r}")
     return p, args
+
+
+def writable_file(path):
+    folder = os.path.dirname(os.path.abspath(path))
+    return os.path.isdir(folder) and not os.path.isdir(path) and os.access(folder, os.W_OK)
+
+
+def nearest_folder(path):
+    """The first existing ancestor of path (the folder --export would be created in), or '' if that is a file."""
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path if os.path.isdir(path) else ""
 
 
 # ===== The feature extractor =====
@@ -86,31 +121,31 @@ def load_split(p, root, dataset, train):
 
 
 def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
-    """The cached classifier if its checksum and key match; otherwise trains and caches a new one."""
-    fingerprint = hashlib.sha256(train_x[:: max(1, len(train_x) // 1000)].numpy().tobytes()).hexdigest()[:16]
-    key = f"v{CLASSIFIER_VERSION}-steps{args.classifier_steps}-n{len(train_x)}-{fingerprint}"
-    path = os.path.join(args.data_root, DATASETS[dataset], "evaluate_classifier.pt")
-    torch.manual_seed(0)  # the same weights every time the classifier is (re)trained
+    """The shipped classifier, verified against its sha256; with --retrain-classifier, a new one."""
+    torch.manual_seed(0)  # the same weights every time the classifier is retrained on the same build
     model = Classifier()
-    try:
-        with open(path, "rb") as f:
-            blob = f.read()
-        with open(path + ".sha256") as f:
-            digest, cached_key = f.read().split()
-        if hashlib.sha256(blob).hexdigest() != digest or cached_key != key:
-            raise ValueError("corrupt or stale")
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        print(f"classifier: {path} (cached)", file=sys.stderr)
-    except (OSError, ValueError, RuntimeError, EOFError) as e:
-        if os.path.exists(path):
-            print(f"classifier: {path} not trusted ({type(e).__name__}: {e}); retraining", file=sys.stderr)
+    if args.retrain_classifier:
         train_classifier(model, args, train_x, train_y)
-        torch.save(model.state_dict(), path + ".tmp")
-        os.replace(path + ".tmp", path)
+        path = os.path.join(args.data_root, DATASETS[dataset], "classifier.pt")
+        torch.save(model.state_dict(), path)
         with open(path, "rb") as f:
             digest = hashlib.sha256(f.read()).hexdigest()
-        with open(path + ".sha256", "w") as f:
-            f.write(f"{digest} {key}\n")
+        print(f"classifier: retrained, saved as {path} (sha256 {digest}); NOT the shipped scale", file=sys.stderr)
+    else:
+        path = os.path.join(CLASSIFIERS, f"{dataset}.pt")
+        try:
+            with open(path, "rb") as f:
+                blob = f.read()
+        except OSError as e:
+            p.error(
+                f"the shipped classifier {path} is missing ({e.strerror}): restore it with git, or --retrain-classifier"
+            )
+        if hashlib.sha256(blob).hexdigest() != CLASSIFIER_SHA256[dataset]:
+            p.error(
+                f"the shipped classifier {path} does not match its sha256 (corrupt or changed): restore it with "
+                f"git checkout, or pass --retrain-classifier for your own (its numbers are on another scale)"
+            )
+        model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     model.eval()
     accuracy = (predict(model, test_x)[1].argmax(1) == test_y).float().mean().item()
     print(f"classifier on {dataset}: test accuracy {accuracy:.2%}", file=sys.stderr)
@@ -185,18 +220,24 @@ def load_checkpoint(p, path):
         p.error(f"no checkpoint at {path}")
     except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line answer)
         p.error(f"{path} is not a checkpoint of ours ({type(e).__name__})")
-    if not isinstance(ckpt, dict) or ckpt.get("script") not in SCRIPTS or "generator_kwargs" not in ckpt:
+    needed = {"script", "args", "generator_kwargs", "G", "epoch", "step"}
+    if not isinstance(ckpt, dict) or ckpt.get("script") not in SCRIPTS or needed - ckpt.keys():
         p.error(f"{path} is not a checkpoint of gan.py, dcgan.py or wgan.py")
-    return ckpt
+    if not isinstance(ckpt["args"], dict) or ckpt["args"].get("dataset") not in DATASETS:
+        p.error(f"{path} does not say which dataset it was trained on")
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
+        G.load_state_dict(ckpt["G"])
+    except (TypeError, RuntimeError, ValueError, KeyError, AttributeError) as e:
+        p.error(f"{path}: its generator_kwargs do not fit its weights ({str(e).splitlines()[0]})")
+    return ckpt, G
 
 
 @torch.no_grad()
-def generate(ckpt, n, seed, batch=1000):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
-    G.load_state_dict(ckpt["G"])
+def generate(G, latent_dim, n, seed, batch=1000):
     G.eval()  # batch-norm running statistics: each sample independent of its batch
-    z = torch.randn(n, ckpt["generator_kwargs"]["latent_dim"], generator=torch.Generator().manual_seed(seed))
+    z = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
     return torch.cat([G(z[i : i + batch]).view(-1, 1, 28, 28) for i in range(0, n, batch)])
 
 
@@ -210,9 +251,9 @@ def describe(ckpt):
 
 def main(argv=None):
     p, args = parse_args(argv)
-    ckpts = [(path, load_checkpoint(p, path)) for path in args.ckpts]
+    ckpts = [(path, *load_checkpoint(p, path)) for path in args.ckpts]
     rows, accuracies = [], {}
-    for dataset in sorted({c["args"]["dataset"] for _, c in ckpts}):
+    for dataset in sorted({c["args"]["dataset"] for _, c, _ in ckpts}):
         train_x, train_y = load_split(p, args.data_root, dataset, train=True)
         test_x, test_y = load_split(p, args.data_root, dataset, train=False)
         model, accuracies[dataset] = get_classifier(p, args, dataset, train_x, train_y, test_x, test_y)
@@ -220,8 +261,8 @@ def main(argv=None):
         real = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[: args.n]]
         rows.append({"name": "real data", "dataset": dataset, "epochs": None, "flags": "", "n": len(real)})
         rows[-1].update(scores(*predict(model, real), ref_features, args.k))
-        for path, ckpt in [(path, c) for path, c in ckpts if c["args"]["dataset"] == dataset]:
-            samples = generate(ckpt, args.n, args.seed)
+        for path, ckpt, G in [row for row in ckpts if row[1]["args"]["dataset"] == dataset]:
+            samples = generate(G, ckpt["generator_kwargs"]["latent_dim"], args.n, args.seed)
             epochs = f"{ckpt['epoch']} + {ckpt['step']} steps" if ckpt["step"] else ckpt["epoch"]  # Ctrl-C'd runs
             rows.append({"name": path, "dataset": dataset, "epochs": epochs, "flags": describe(ckpt), "n": args.n})
             rows[-1].update(scores(*predict(model, samples), ref_features, args.k))

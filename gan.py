@@ -10,11 +10,17 @@ Single file on purpose: copy it into your coursework as it is.
     python perturb.py --ckpt gan.pt              # latent-dimension grid
 """
 
-import argparse
-import math
-import os
 import signal
 import sys
+
+if __name__ == "__main__":  # Ctrl-C while torch loads: one line, not a traceback
+    signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted before training started: nothing to save"))
+
+import argparse
+import contextlib
+import glob
+import math
+import os
 import time
 import warnings
 from collections import OrderedDict
@@ -23,11 +29,13 @@ from datetime import datetime
 import torch
 import torch.nn as nn
 import torchvision
+from PIL import Image, ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "gan"
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
-RESUMABLE = ("epochs", "ckpt", "resume", "overwrite", "device", "data_root", "logdir", "log_every")
+RESUMABLE = ("epochs", "ckpt", "resume", "device", "data_root", "logdir", "log_every")  # the others are the run's own
+BCE_CLAMP = 100.0  # BCELoss clamps log(0) to -100: a loss of 100 means D is certain, and wrong or right forever
 
 
 # ===== Arguments =====
@@ -44,6 +52,16 @@ def positive(kind):
     return check
 
 
+def seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if not 0 <= value < 2**32:  # torch seeds are 64-bit and the data order multiplies the seed: keep it 32-bit
+        raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {text}")
+    return value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
@@ -58,19 +76,23 @@ def parse_args(argv=None):
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")
     p.add_argument("--hidden-dim", type=positive(int), default=256, help="width of both hidden layers of G and D")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="real label = 1 - this (0.1 gives 0.9)")
-    p.add_argument("--seed", type=int, default=0, help="seeds weights, noise and data order")
+    p.add_argument("--seed", type=seed, default=0, help="seeds weights, noise and data order, in [0, 2^32)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--logdir", default="runs", help="TensorBoard runs go to <logdir>/<run name>")
-    p.add_argument("--log-every", type=positive(int), default=100, help="print and log step losses every N steps")
+    p.add_argument(
+        "--log-every", type=positive(int), default=100, help="progress line every N steps (TensorBoard: every step)"
+    )
     p.add_argument("--ckpt", default=f"{SCRIPT}.pt", help="checkpoint written at every epoch end")
-    p.add_argument("--resume", action="store_true", help="continue --ckpt up to --epochs")
+    p.add_argument("--resume", action="store_true", help="continue --ckpt up to --epochs, with the run's own flags")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --ckpt exists")
     args = p.parse_args(argv)
     if not 0 <= args.label_smoothing < 1:
         p.error(f"argument --label-smoothing: must be in [0, 1), got {args.label_smoothing}")
     if not (0 <= args.beta1 < 1 and 0 <= args.beta2 < 1):
         p.error("arguments --beta1/--beta2: must be in [0, 1)")
-    return p, args
+    for action in p._actions:  # parse again without defaults: what is left was typed
+        action.default = argparse.SUPPRESS
+    return p, args, vars(p.parse_args(argv))
 
 
 # ===== Networks =====
@@ -136,19 +158,33 @@ def train_generator(D, G, loss_func, optim_G, batch_size, latent_dim, device):
     return loss_G.detach()
 
 
-# ===== Helpers: data, images, checkpoints =====
+# ===== Helpers: data, paths, checkpoints =====
 def load_images(p, args, device):
     """The whole training set as one uint8 tensor (N, 1, 28, 28) on the device."""
     name = DATASETS[args.dataset]
     try:
         ds = getattr(torchvision.datasets, name)(args.data_root, train=True, download=True)
-    except (RuntimeError, OSError) as e:
-        raw = os.path.join(args.data_root, name, "raw")
-        p.error(
-            f"{name} is not in {raw} and the download failed ({str(e).strip().splitlines()[0]}). "
-            f"Copy the four official .gz files there, or point --data-root at a folder that has them."
-        )
+    except Exception as e:  # noqa: BLE001 (whatever broke, the answer names the file and the fix)
+        p.error(data_problem(args.data_root, name, e))
     return ds.data.unsqueeze(1).to(device)  # uint8: 4x less memory than float32; scaled per batch
+
+
+def data_problem(root, name, error):
+    """Names the file that stopped torchvision: a corrupt .gz, a truncated extraction, or no files at all."""
+    raw = os.path.join(root, name, "raw")
+    for gz, md5 in getattr(torchvision.datasets, name).resources:
+        gz, extracted = os.path.join(raw, gz), os.path.join(raw, gz[: -len(".gz")])
+        if os.path.exists(gz) and not torchvision.datasets.utils.check_md5(gz, md5):
+            return f"{gz} is corrupt (its md5 is not the official one): copy the official file there again"
+        try:
+            if os.path.exists(extracted):
+                torchvision.datasets.mnist.read_sn3_pascalvincent_tensor(extracted)
+        except Exception:  # noqa: BLE001
+            return f"{extracted} is truncated or corrupt (an interrupted extraction?): delete it and run again"
+    return (
+        f"{name} is not in {raw} and the download failed ({str(error).strip().splitlines()[0]}). "
+        f"Copy the four official .gz files there, or point --data-root at a folder that has them."
+    )
 
 
 def to_unit(x_uint8):
@@ -164,13 +200,53 @@ def sample(G, z):
     return images
 
 
-def save_grid(images, path, nrow=8):
-    torchvision.utils.save_image(images.add(1).div(2), path, nrow=nrow, padding=2)
+def check_writable(p, flag, path, folder=False):
+    """Refuses an output path now, in one line, rather than after an epoch of training."""
+    target = os.path.abspath(path) if path else ""
+    parent = os.path.dirname(target)
+    if folder:  # a folder may be created later: its first existing ancestor must be a folder
+        while parent and not os.path.exists(target):
+            target, parent = parent, os.path.dirname(parent)
+    ok = path and (os.path.isdir(target) if folder else os.path.isdir(parent) and not os.path.isdir(target))
+    if not ok or not os.access(target if folder else parent, os.W_OK):
+        p.error(f"argument {flag}: cannot write {path!r} (is its folder there, writable, and not a file?)")
+
+
+@contextlib.contextmanager
+def checkpoint_lock(p, path):
+    """One run per checkpoint: a second run on the same --ckpt is refused, not left to race the first."""
+    lock = f"{path}.lock"
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            with open(lock) as f:
+                pid = int(f.read().strip() or 0)
+            try:
+                os.kill(pid, 0) if pid > 0 else None
+            except ProcessLookupError:  # its run was killed: the lock is stale
+                os.remove(lock)
+                continue
+            p.error(f"{path} is in use by another run (pid {pid}); if none is running, delete {lock}")
+        except OSError as e:
+            p.error(f"argument --ckpt: cannot write beside {path!r} ({e.strerror})")
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        yield
+    finally:
+        os.remove(lock)
 
 
 def save_checkpoint(path, state):
-    torch.save(state, f"{path}.tmp")
-    os.replace(f"{path}.tmp", path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    tmp = f"{path}.{os.getpid()}.tmp"  # unique: two writers never share a temp file
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def load_checkpoint(p, path):
@@ -183,6 +259,9 @@ def load_checkpoint(p, path):
     found = ckpt.get("script", "an unknown script") if isinstance(ckpt, dict) else "an unknown script"
     if found != SCRIPT:
         p.error(f"--resume: {path} was written by {found}, not {SCRIPT}.py")
+    needed = {"args", "G", "D", "optim_G", "optim_D", "epoch", "step", "sums", "fixed_noise", "rng_cpu", "rng_cuda"}
+    if needed - ckpt.keys() or not isinstance(ckpt["args"], dict):
+        p.error(f"--resume: {path} lacks {', '.join(sorted(needed - ckpt.keys())) or 'args'}: not a full checkpoint")
     return ckpt
 
 
@@ -191,9 +270,12 @@ def pick_device(p, name):
         mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
         name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
     try:
-        return torch.empty(0, device=name).device
+        device = torch.empty(0, device=name).device
     except (RuntimeError, AssertionError) as e:
         p.error(f"argument --device: {name} is not usable here ({str(e).splitlines()[0]})")
+    if device.type not in ("cpu", "cuda", "mps"):
+        p.error(f"argument --device: {name} cannot train (use cpu, cuda, cuda:N or mps)")
+    return device
 
 
 def diverged(args, epoch, step):
@@ -206,36 +288,100 @@ def epoch_order(n, seed, epoch, device):
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch)).to(device)
 
 
-def new_run_dir(args):
+def new_run_dir(p, args):
     base = os.path.join(args.logdir, f"{SCRIPT}_{args.dataset}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}")
     for k in range(1, 1000):
         run_dir = base if k == 1 else f"{base}_{k}"
         try:
             os.makedirs(run_dir)  # atomic claim: runs started in the same second never share a folder
-            return run_dir
+            return os.path.abspath(run_dir)
         except FileExistsError:
             continue
+        except OSError as e:
+            p.error(f"argument --logdir: cannot create {run_dir} ({e.strerror})")
     sys.exit(f"no free run folder next to {base}")
+
+
+# ===== Helpers: figures for the report =====
+def to_uint8(images):
+    return images.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).cpu()  # [-1, 1] -> [0, 255]
+
+
+def grid_image(images, nrow=8, scale=2):
+    """uint8 (N, 1, 28, 28) -> a PIL grid, enlarged without blur so that it stays sharp in a document."""
+    grid = torchvision.utils.make_grid(images, nrow=nrow, padding=2, pad_value=255)[0]
+    return Image.fromarray(grid.numpy(), mode="L").resize((grid.size(1) * scale, grid.size(0) * scale), Image.NEAREST)
+
+
+def labelled(path, tiles, labels, title="", across=True):
+    """Saves PIL tiles side by side (labels above) or stacked (labels on the left), under a title line."""
+    font, gap = ImageFont.load_default(size=24), 16
+    w, h = tiles[0].size
+    left = gap if across else 2 * gap + max(int(font.getlength(text)) for text in labels)
+    top = gap + (40 if title else 0) + (32 if across else 0)
+    cols, rows = (len(tiles), 1) if across else (1, len(tiles))
+    canvas = Image.new(
+        "L", (max(left + cols * (w + gap), int(font.getlength(title)) + 2 * gap), top + rows * (h + gap)), 255
+    )
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, gap), title, fill=0, font=font)
+    for k, (tile, text) in enumerate(zip(tiles, labels, strict=True)):
+        x, y = (left + k * (w + gap), top) if across else (left, top + k * (h + gap))
+        canvas.paste(tile, (x, y))
+        draw.text((x, y - 32) if across else (gap, y + h // 2 - 12), text, fill=0, font=font)
+    canvas.save(path)
+
+
+def save_report_figures(run_dir, args, history, real, fake):
+    """Question 2's images at 0/25/50/75/100% of the final --epochs, one progress.png, and real vs generated."""
+    for old in glob.glob(os.path.join(run_dir, "samples_*pct_epoch*.png")):
+        os.remove(old)  # a resume with more --epochs moves the milestones: keep only the final plan's
+    tiles, labels = [], []
+    for pct, epoch in [(q * 25, math.ceil(args.epochs * q / 4)) for q in range(5)]:
+        if epoch in history:  # a checkpoint from before the history was kept lacks the early epochs
+            torchvision.utils.save_image(
+                history[epoch].float() / 255, os.path.join(run_dir, f"samples_{pct:03d}pct_epoch{epoch:03d}.png")
+            )
+            tiles.append(grid_image(history[epoch]))
+            labels.append(f"{pct}% (epoch {epoch})")
+    own = {k: v for k, v in vars(args).items() if k not in RESUMABLE + ("overwrite",) and v is not None}
+    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
+    labelled(os.path.join(run_dir, "progress.png"), tiles, labels, title=f"{SCRIPT}.py {flags}")
+    labelled(
+        os.path.join(run_dir, "real_vs_generated.png"),
+        [grid_image(real), grid_image(fake)],
+        ["real", "generated"],
+        across=False,
+    )
 
 
 # ===== Main =====
 def main(argv=None):
-    p, args = parse_args(argv)
+    p, args, typed = parse_args(argv)
+    check_writable(p, "--ckpt", args.ckpt)
+    with checkpoint_lock(p, args.ckpt):  # released however the run ends
+        train(p, args, typed)
+
+
+def train(p, args, typed):
     ckpt = load_checkpoint(p, args.ckpt) if args.resume else None
     if ckpt is not None:
         for key, value in ckpt["args"].items():  # the run's own flags win, except the ones meant to change
             if key not in RESUMABLE:
+                if key in typed and typed[key] != value:  # refused, not silently ignored
+                    p.error(f"argument --{key.replace('_', '-')}: this run has {value}; --resume keeps it")
                 setattr(args, key, value)
         if ckpt["epoch"] >= args.epochs:
             p.error(f"--resume: {args.ckpt} already has {ckpt['epoch']} epochs; ask for more with --epochs")
     elif os.path.exists(args.ckpt) and not args.overwrite:
         p.error(f"{args.ckpt} exists: pass --resume to continue it, --overwrite to replace it, or another --ckpt")
+    check_writable(p, "--logdir", args.logdir, folder=True)
 
     torch.manual_seed(args.seed)
     device = pick_device(p, args.device)
     images = load_images(p, args, device)
-    run_dir = ckpt["run_dir"] if ckpt is not None and os.path.isdir(ckpt["run_dir"]) else new_run_dir(args)
-    n, steps, img_dim = images.size(0), math.ceil(images.size(0) / args.batch_size), images[0].numel()
+    n, img_dim = images.size(0), images[0].numel()
+    steps = n // args.batch_size if n % args.batch_size == 1 else math.ceil(n / args.batch_size)  # no 1-image batch
 
     G_kwargs = {"latent_dim": args.latent_dim, "hidden_dim": args.hidden_dim, "img_dim": img_dim}
     G = Generator(**G_kwargs).to(device)
@@ -247,26 +393,36 @@ def main(argv=None):
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.
     fixed_noise = torch.randn(64, args.latent_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    start_epoch, start_step, sums = 0, 0, torch.zeros(4)
+    start_epoch, start_step, sums, history = 0, 0, torch.zeros(4), {}
     if ckpt is not None:
-        for key, part in parts.items():
-            part.load_state_dict(ckpt[key])
-        start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
-        fixed_noise = ckpt["fixed_noise"].to(device)
-        torch.set_rng_state(ckpt["rng_cpu"])
-        if device.type == "cuda" and ckpt["rng_cuda"] is not None:
-            torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        try:
+            for key, part in parts.items():
+                part.load_state_dict(ckpt[key])
+            start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
+            fixed_noise, history = ckpt["fixed_noise"].to(device), ckpt.get("history", {})
+            torch.set_rng_state(ckpt["rng_cpu"])
+            if device.type == "cuda" and ckpt["rng_cuda"] is not None:
+                torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
+        except (RuntimeError, ValueError, TypeError, KeyError) as e:
+            p.error(f"--resume: {args.ckpt} does not fit {SCRIPT}.py's networks ({str(e).splitlines()[0]})")
         print(f"Resuming {args.ckpt} at epoch {start_epoch} step {start_step}, up to epoch {args.epochs}")
+
+    # A resumed run continues its own folder; a copied or moved checkpoint, or another --logdir, starts a new one.
+    here = ckpt is not None and ckpt.get("ckpt_path") == os.path.abspath(args.ckpt)
+    same = here and os.path.isdir(ckpt["run_dir"]) and os.path.dirname(ckpt["run_dir"]) == os.path.abspath(args.logdir)
+    run_dir = ckpt["run_dir"] if same else new_run_dir(p, args)
 
     def state(epoch, step):  # what resuming needs, and what perturb.py needs to rebuild G without the data
         rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         meta = {"script": SCRIPT, "args": vars(args), "generator_kwargs": G_kwargs, "epoch": epoch, "step": step}
         extra = {"fixed_noise": fixed_noise.cpu(), "sums": sums, "run_dir": run_dir, "rng_cpu": torch.get_rng_state()}
-        return meta | extra | {"rng_cuda": rng_cuda} | {key: part.state_dict() for key, part in parts.items()}
+        paths = {"ckpt_path": os.path.abspath(args.ckpt), "history": history, "rng_cuda": rng_cuda}
+        return meta | extra | paths | {key: part.state_dict() for key, part in parts.items()}
 
     global_step = start_epoch * steps + start_step
-    writer = SummaryWriter(run_dir, purge_step=global_step if ckpt is not None else None)
-    if ckpt is None:
+    # purge_step drops what a killed run logged after its checkpoint; the last step it kept is global_step.
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if same else None)
+    if not same:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
         model = nn.Sequential(OrderedDict(G=G, D=D)).eval()  # eval: tracing must not move batch-norm statistics
@@ -274,11 +430,10 @@ def main(argv=None):
             warnings.simplefilter("ignore", FutureWarning)  # add_graph still uses the deprecated jit.trace
             writer.add_graph(model, fixed_noise)  # the handout's question 3: the model graph
         model.train()
-        save_grid(sample(G, fixed_noise), os.path.join(run_dir, "samples_000pct_epoch000.png"))
-        writer.add_image("Generated Images", torchvision.utils.make_grid(sample(G, fixed_noise), normalize=True), 0)
+    if ckpt is None:
+        history[0] = to_uint8(sample(G, fixed_noise))
+        writer.add_image("Generated Images", torchvision.utils.make_grid(history[0]), 0)
     print(f"{SCRIPT}.py on {device} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
-    # Report figures at 25/50/75/100% of the epochs (the handout's question 2); 0% is written above.
-    milestones = [(math.ceil(args.epochs * q / 4), q * 25) for q in range(1, 5)]
 
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # Ctrl-C: finish the step, save, exit
@@ -287,7 +442,8 @@ def main(argv=None):
         order = epoch_order(n, args.seed, epoch, device)
         t0, pending, first = time.perf_counter(), [], start_step if epoch == start_epoch else 0
         for i in range(first, steps):
-            real = to_unit(images[order[i * args.batch_size : (i + 1) * args.batch_size]])
+            end = (i + 1) * args.batch_size if i + 1 < steps else n  # the last batch takes what is left
+            real = to_unit(images[order[i * args.batch_size : end]])
             try:
                 loss_D, d_x, d_gz = train_discriminator(real, D, G, loss_func, optim_D, args.latent_dim, real_label)
                 loss_G = train_generator(D, G, loss_func, optim_G, real.size(0), args.latent_dim, device)
@@ -309,34 +465,39 @@ def main(argv=None):
                 print(
                     f"Epoch {epoch:02d} | Step {i + 1:04d} / {steps:04d} | Loss_D {mean[0]:.4f} | Loss_G {mean[1]:.4f}"
                 )
+                if (values[:, :2].amax(1) >= BCE_CLAMP - 1e-3).all():
+                    print(
+                        f"WARNING: every loss since the last line sits at BCE's clamp ({BCE_CLAMP:g}): D is "
+                        f"saturated and G learns nothing. Stop and try a lower --lr.",
+                        file=sys.stderr,
+                    )
             if stop:
                 save_checkpoint(args.ckpt, state(epoch, i + 1))
                 writer.close()
                 print(f"Interrupted: saved {args.ckpt} at epoch {epoch} step {i + 1}; continue with --resume")
                 sys.exit(130)
 
-        seconds, seen = time.perf_counter() - t0, min(n, (steps - first) * args.batch_size)
+        seconds, seen = time.perf_counter() - t0, n - first * args.batch_size
         mean, sums = sums / steps, torch.zeros(4)
-        writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch)  # the handout's tags
-        writer.add_scalar("GAN/Loss/Generator", mean[1], epoch)
-        writer.add_scalar("GAN/Output/D_real", mean[2], epoch)
-        writer.add_scalar("GAN/Output/D_fake", mean[3], epoch)
-        writer.add_scalar("GAN/Time/Images_per_second", seen / seconds, epoch)
-        fake = sample(G, fixed_noise)
-        writer.add_image("Generated Images", torchvision.utils.make_grid(fake, normalize=True), epoch + 1)
-        for pct in [pct for at, pct in milestones if at == epoch + 1]:
-            save_grid(fake, os.path.join(run_dir, f"samples_{pct:03d}pct_epoch{epoch + 1:03d}.png"))
+        # Epoch scalars sit at x = epochs done, beside the images of the same moment.
+        writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch + 1)  # the handout's tags
+        writer.add_scalar("GAN/Loss/Generator", mean[1], epoch + 1)
+        writer.add_scalar("GAN/Output/D_real", mean[2], epoch + 1)
+        writer.add_scalar("GAN/Output/D_fake", mean[3], epoch + 1)
+        writer.add_scalar("GAN/Time/Images_per_second", seen / seconds, epoch + 1)
+        history[epoch + 1] = to_uint8(sample(G, fixed_noise))
+        writer.add_image("Generated Images", torchvision.utils.make_grid(history[epoch + 1]), epoch + 1)
         save_checkpoint(args.ckpt, state(epoch + 1, 0))
         print(
             f"Epoch {epoch:02d} | {seconds:.1f} s | {seen / seconds:.0f} img/s | Loss_D {mean[0]:.4f} | "
             f"Loss_G {mean[1]:.4f} | D(x) {mean[2]:.3f} | D(G(z)) {mean[3]:.3f}"
         )
 
-    # The report's comparison figure: top row real, bottom row generated.
-    real = to_unit(images[epoch_order(n, args.seed, -1, device)[:8]])
-    save_grid(torch.cat([real, sample(G, fixed_noise[:8])]), os.path.join(run_dir, "real_vs_generated.png"))
+    # The report's figures: milestones, progress.png, and real (top) vs generated (bottom).
+    real = to_uint8(to_unit(images[epoch_order(n, args.seed, -1, device)[:8]]))
+    save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])))
     writer.close()
-    print(f"Done: {args.ckpt}, images and TensorBoard events in {run_dir}")
+    print(f"Done: {args.ckpt}; progress.png, images and TensorBoard events in {run_dir}")
 
 
 if __name__ == "__main__":

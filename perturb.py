@@ -13,6 +13,7 @@ base vectors, or just draw them. The base vectors come from --seed or from your 
 
 import argparse
 import importlib
+import math
 import os
 import sys
 
@@ -28,7 +29,7 @@ def parse_args(argv=None):
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--ckpt", required=True, help="checkpoint written by gan.py, dcgan.py or wgan.py")
-    p.add_argument("--out", help="PNG to write (default: <mode>_<ckpt stem>.png beside the checkpoint)")
+    p.add_argument("--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint)")
     p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
     p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")
@@ -50,6 +51,15 @@ def parse_args(argv=None):
             p.error(f"argument --{name.replace('_', '-')}: too small ({getattr(args, name)})")
     if args.interpolate and args.vectors is None and args.n_samples < 2:
         p.error("argument --interpolate: needs at least 2 base vectors")
+    for name in ["values", "range"]:
+        if not all(math.isfinite(v) for v in getattr(args, name)):
+            p.error(f"argument --{name}: must be finite numbers, got {getattr(args, name)}")
+    if args.out is not None:
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder) or os.path.isdir(args.out):
+            p.error(f"argument --out: cannot write {args.out!r} (its folder must exist, and it must not be a folder)")
+        if os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
+            p.error(f"argument --out: unknown image type {args.out!r} (use .png)")
     return p, args
 
 
@@ -66,8 +76,11 @@ def load_generator(p, path):
     if ckpt["script"] not in SCRIPTS:
         p.error(f"argument --ckpt: {path} comes from an unknown script {ckpt['script']!r}")
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
-    G.load_state_dict(ckpt["G"])
+    try:
+        G = importlib.import_module(ckpt["script"]).Generator(**ckpt["generator_kwargs"])
+        G.load_state_dict(ckpt["G"])
+    except (TypeError, RuntimeError, ValueError, KeyError, AttributeError) as e:
+        p.error(f"argument --ckpt: {path}: its generator_kwargs do not fit its weights ({str(e).splitlines()[0]})")
     return G.eval(), ckpt["generator_kwargs"]["latent_dim"]  # eval: batch-norm running statistics, not the batch's
 
 
@@ -83,6 +96,8 @@ def read_vectors(p, path, latent_dim):
     except (OSError, ValueError, RuntimeError, TypeError) as e:
         p.error(f"argument --vectors: cannot read {path} ({str(e).splitlines()[0]})")
     z = z.reshape(1, -1) if z.dim() == 1 else z
+    if not torch.isfinite(z).all():
+        p.error(f"argument --vectors: {path} holds NaN or infinite numbers")
     if z.dim() != 2 or z.size(0) == 0 or z.size(1) != latent_dim:
         p.error(
             f"argument --vectors: {path} holds shape {tuple(z.shape)}; the generator needs {latent_dim} numbers a line"
@@ -91,6 +106,8 @@ def read_vectors(p, path, latent_dim):
 
 
 def slerp(a, b, t):
+    if a.norm() < 1e-12 or b.norm() < 1e-12:  # no direction to turn through: the straight line
+        return (1 - t) * a + t * b
     omega = torch.arccos(torch.dot(a / a.norm(), b / b.norm()).clamp(-1, 1))
     if omega < 1e-6:  # (anti)parallel: fall back to the straight line
         return (1 - t) * a + t * b
@@ -145,7 +162,8 @@ def render(images, row_labels, col_labels, scale):
 def main(argv=None):
     p, args = parse_args(argv)
     G, latent_dim = load_generator(p, args.ckpt)
-    for d in args.dims + ([args.sweep] if args.sweep is not None else []):
+    grid_mode = args.sweep is None and not args.interpolate and not args.samples_only
+    for d in (args.dims if grid_mode else []) + ([args.sweep] if args.sweep is not None else []):
         if not 0 <= d < latent_dim:
             p.error(f"dimension {d} is outside [0, {latent_dim}) for this generator")
     if args.vectors is not None:
@@ -154,21 +172,24 @@ def main(argv=None):
         z = torch.randn(args.n_samples, latent_dim, generator=torch.Generator().manual_seed(args.seed))
     if args.interpolate and z.size(0) < 2:
         p.error("argument --interpolate: needs at least 2 base vectors")
+    if args.interpolate and z.size(0) % 2:
+        print(
+            f"note: --interpolate pairs the vectors (1-2, 3-4, ...); vector #{z.size(0)} has no partner and is left out"
+        )
 
     grid, row_labels, col_labels = figure(args, z)
     with torch.no_grad():
         images = G(grid.flatten(0, 1)).view(grid.size(0), grid.size(1), 28, 28)
     canvas = render(images, row_labels, col_labels, args.scale)
 
-    kind = (
-        "samples"
-        if args.samples_only
-        else f"sweep{args.sweep}"
-        if args.sweep is not None
-        else "interpolate"
-        if args.interpolate
-        else "perturb"
-    )
+    if args.samples_only:
+        kind = "samples"
+    elif args.sweep is not None:
+        kind = f"sweep{args.sweep}" + ("-set" if args.mode == "set" else "")
+    elif args.interpolate:
+        kind = "interpolate" + ("-slerp" if args.slerp else "")
+    else:
+        kind = "perturb" + ("-set" if args.mode == "set" else "")  # each figure its own name: none overwrites another
     stem = os.path.splitext(os.path.basename(args.ckpt))[0]
     out = args.out or os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}.png")
     canvas.save(out)

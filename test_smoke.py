@@ -6,14 +6,17 @@ No test downloads anything: each subprocess gets a proxy on a closed loopback po
 attempt fails at once instead of reaching the network.
 """
 
+import argparse
 import importlib
 import json
 import math
 import os
+import shutil
 import signal
 import struct
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -109,6 +112,25 @@ def load(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def run_main(script, argv):
+    """Runs a script's main() in this process (no torch import to pay) and restores the Ctrl-C handler it sets."""
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        importlib.import_module(script).main(argv)
+    finally:
+        signal.signal(signal.SIGINT, handler)
+
+
+def events(run_dir):
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def run_dir_of(trained, name):
+    return Path(load(trained["cwd"] / name)["run_dir"])
+
+
 def assert_same_weights(a, b):
     for net in ["G", "D"]:
         assert a[net].keys() == b[net].keys()
@@ -139,6 +161,7 @@ def trained(request, data_root, tmp_path_factory):
         "c_stopped_at": c_stopped_at,
         "tag": VARIANTS[variant][2],
         "steps": 320 // VARIANTS[variant][3],
+        "data_root": data_root,
     }
 
 
@@ -164,25 +187,35 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_generator(trained):
 
 
 def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
-    run_dir = Path(load(trained["cwd"] / "a.pt")["run_dir"])
-    acc = EventAccumulator(str(trained["cwd"] / run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
+    acc = events(run_dir_of(trained, "a.pt"))
     tags, tag = acc.Tags(), trained["tag"]
     for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator"]:
-        assert [e.step for e in acc.Scalars(name)] == [0, 1]
-    assert len(acc.Scalars(f"{tag}/Step/Loss_D")) == 2 * trained["steps"]
+        assert [e.step for e in acc.Scalars(name)] == [1, 2]  # at the x of the images of the same moment
+    assert [e.step for e in acc.Scalars(f"{tag}/Step/Loss_D")] == list(range(1, 2 * trained["steps"] + 1))
     assert [e.step for e in acc.Images("Generated Images")] == [0, 1, 2]
     assert tags["graph"] is True
     assert any(t.startswith("hyperparameters") for t in tags["tensors"])
 
 
-def test_milestone_and_comparison_pngs(trained):
-    run_dir = trained["cwd"] / load(trained["cwd"] / "a.pt")["run_dir"]
-    names = ["samples_000pct_epoch000", "samples_025pct_epoch001", "samples_050pct_epoch001"]
-    names += ["samples_075pct_epoch002", "samples_100pct_epoch002"]
-    for name in names:
-        assert Image.open(run_dir / f"{name}.png").size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 grid, 2 px padding
-    assert Image.open(run_dir / "real_vs_generated.png").size == (8 * 30 + 2, 2 * 30 + 2)
+MILESTONES_OF_2_EPOCHS = [
+    "samples_000pct_epoch000.png",
+    "samples_025pct_epoch001.png",
+    "samples_050pct_epoch001.png",
+    "samples_075pct_epoch002.png",
+    "samples_100pct_epoch002.png",
+]
+
+
+def test_milestone_progress_and_comparison_pngs(trained):
+    run_dir = run_dir_of(trained, "a.pt")
+    assert sorted(f.name for f in run_dir.glob("samples_*.png")) == MILESTONES_OF_2_EPOCHS
+    for name in MILESTONES_OF_2_EPOCHS:
+        assert Image.open(run_dir / name).size == (8 * 30 + 2, 8 * 30 + 2)  # 8x8 grid, 2 px padding
+    grid = 2 * (8 * 30 + 2)  # the report figures enlarge each grid twice, without blur
+    width, height = Image.open(run_dir / "progress.png").size
+    assert width > 5 * grid and grid < height < grid + 200  # five grids side by side, captions and a title above
+    width, height = Image.open(run_dir / "real_vs_generated.png").size
+    assert width > grid + 60 and height > 2 * (2 * 30 + 2)  # row labels on the left, two rows
 
 
 def test_same_seed_gives_the_same_losses(trained):
@@ -203,16 +236,31 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
     assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, data_root):
+@pytest.mark.parametrize("resumed", ["b.pt", "c.pt"])
+def test_a_resumed_run_logs_what_a_straight_run_logs(trained, resumed):
+    """Beyond the weights: every step loss once, the same epoch means (the loss sums survive a Ctrl-C), same images."""
+    straight, again = events(run_dir_of(trained, "a.pt")), events(run_dir_of(trained, resumed))
+    tag = trained["tag"]
+    assert [e.step for e in again.Scalars(f"{tag}/Step/Loss_D")] == list(range(1, 2 * trained["steps"] + 1))
+    for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator", f"{tag}/Step/Loss_G"]:
+        assert [(e.step, e.value) for e in again.Scalars(name)] == [(e.step, e.value) for e in straight.Scalars(name)]
+    pictures = lambda acc: [(e.step, e.encoded_image_string) for e in acc.Images("Generated Images")]  # noqa: E731
+    assert pictures(again) == pictures(straight)
+    folder = run_dir_of(trained, resumed)
+    assert sorted(f.name for f in folder.glob("samples_*.png")) == MILESTONES_OF_2_EPOCHS  # the final plan only
+    for name in MILESTONES_OF_2_EPOCHS + ["progress.png"]:
+        assert (folder / name).read_bytes() == (run_dir_of(trained, "a.pt") / name).read_bytes(), name
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, data_root, capsys):
     cwd = trained["cwd"]
     (cwd / "n.pt").write_bytes((cwd / "a.pt").read_bytes())
-    cmd = command(
-        trained["variant"], "--epochs", "1", "--ckpt", "n.pt", "--overwrite", "--lr", "1e30", data_root=data_root
-    )
-    result = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "NaN or infinite" in result.stderr and "Traceback" not in result.stderr
+    argv = command(trained["variant"], "--epochs", "1", "--ckpt", str(cwd / "n.pt"), "--overwrite", data_root=data_root)
+    with pytest.raises(SystemExit) as exc:
+        run_main(VARIANTS[trained["variant"]][0], [*argv[2:], "--lr", "1e30", "--logdir", str(cwd / "runs")])
+    assert "NaN or infinite" in str(exc.value.code)  # sys.exit(message): status 1, one line
     assert_same_weights(load(cwd / "a.pt"), load(cwd / "n.pt"))
+    assert not (cwd / "n.pt.lock").exists()
 
 
 # ===== Bad input: one line, exit status 2, no traceback =====
@@ -266,12 +314,14 @@ def test_resume_of_a_finished_run_exits_2(trained, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_missing_data_without_network_exits_2(script, tmp_path):
-    cmd = command(script, "--epochs", "1", data_root=tmp_path / "empty")
-    result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "FashionMNIST is not in" in result.stderr and "Copy the four official .gz files" in result.stderr
+def test_missing_data_without_network_exits_2(script, tmp_path, capsys, monkeypatch):
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    code, err = main_exit(script, command(script, "--epochs", "1", data_root=tmp_path / "empty")[2:], capsys)
+    assert code == 2 and "FashionMNIST is not in" in err and "Copy the four official .gz files" in err
     assert not (tmp_path / "runs").exists()  # a failed start leaves no empty run folder
+    assert not list(tmp_path.glob("*.lock"))
 
 
 # ===== WGAN specifics =====
@@ -293,6 +343,8 @@ def test_wgan_clips_the_critic_and_logs_the_wasserstein_estimate(trained):
         assert tuple(ckpt["optim_D"]["param_groups"][0]["betas"]) == (0.5, 0.9)
         assert all(value > 0 for value in penalty)
         assert max(t.abs().max().item() for t in ckpt["D"].values()) > 0.01  # not clipped
+    steps_D, steps_G = ckpt["optim_D"]["state"][0]["step"], ckpt["optim_G"]["state"][0]["step"]
+    assert steps_D == 2 * steps_G == 2 * 2 * trained["steps"]  # --n-critic 2 critic steps per generator step
 
 
 @pytest.mark.parametrize(
@@ -346,6 +398,8 @@ def test_perturb_every_mode_and_size(trained, tmp_path):
 
 
 def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
+    if trained["variant"] != "gan":
+        pytest.skip("the command line does not depend on the script: checked once")
     ckpt = tmp_path / "model.pt"
     ckpt.write_bytes((trained["cwd"] / "a.pt").read_bytes())
     cmd = [sys.executable, str(ROOT / "perturb.py"), "--ckpt", str(ckpt), "--logdir", str(tmp_path / "tb")]
@@ -362,15 +416,24 @@ def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
     assert acc.Tags()["images"] == ["perturb/model"]
 
 
-def test_perturb_non_default_architecture(data_root, tmp_path):
+@pytest.fixture(scope="session")
+def small_gan(data_root, tmp_path_factory):
+    """A gan.py checkpoint with --latent-dim 8 and --hidden-dim 32 (not the defaults), trained in this process."""
+    cwd = tmp_path_factory.mktemp("small")
+    argv = command("gan", "--epochs", "1", "--hidden-dim", "32", "--latent-dim", "8", data_root=data_root)[2:]
+    run_main("gan", [*argv, "--ckpt", str(cwd / "small.pt"), "--logdir", str(cwd / "runs")])
+    return cwd / "small.pt"
+
+
+def test_perturb_non_default_architecture(small_gan, tmp_path):
     import perturb
 
-    cmd = command(
-        "gan", "--epochs", "1", "--hidden-dim", "32", "--latent-dim", "8", "--ckpt", "small.pt", data_root=data_root
-    )
-    run_all([cmd], tmp_path)
-    perturb.main(["--ckpt", str(tmp_path / "small.pt"), "--dims", "0", "7"])
-    assert Image.open(tmp_path / "perturb_small.png").size == png_size(6, 8)
+    perturb.main(["--ckpt", str(small_gan), "--dims", "0", "7", "--out", str(tmp_path / "grid.png")])
+    assert Image.open(tmp_path / "grid.png").size == png_size(6, 8)
+    # The default --dims (up to 80) only matter to the grid: the other figures work with 8 latent dimensions.
+    for flags, rows, cols in [(["--sweep", "4"], 8, 9), (["--samples-only"], 1, 8), (["--interpolate"], 4, 9)]:
+        perturb.main(["--ckpt", str(small_gan), "--out", str(tmp_path / "x.png"), *flags])
+        assert Image.open(tmp_path / "x.png").size == png_size(rows, cols), flags
 
 
 def test_perturb_bad_input_exits_2(trained, tmp_path, capsys):
@@ -411,28 +474,19 @@ def evaluate(argv, capsys):
 
 def test_evaluate_scores_every_script(trained, data_root, capsys):
     ckpt = str(trained["cwd"] / "a.pt")
-    lines, _ = evaluate([ckpt, "--data-root", str(data_root), "--n", "256", "--classifier-steps", "20"], capsys)
+    lines, _ = evaluate([ckpt, "--data-root", str(data_root), "--n", "256"], capsys)
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert [r[0] for r in body] == ["real data", ckpt] and all(float(r[4]) >= 0 for r in body)
 
 
-def test_evaluate_table_json_determinism_and_cache(trained, data_root, tmp_path, capsys):
+def test_evaluate_table_json_and_determinism(trained, data_root, tmp_path, capsys):
     if trained["variant"] != "gan":
-        pytest.skip("the table, cache and JSON do not depend on the script: checked once")
+        pytest.skip("the table and JSON do not depend on the script: checked once")
     ckpt = str(trained["cwd"] / "a.pt")
     mnist = load(ckpt)
     mnist["args"]["dataset"] = "mnist"  # the same generator, scored against MNIST: one call, two datasets
     torch.save(mnist, tmp_path / "as_mnist.pt")
-    argv = [
-        ckpt,
-        str(tmp_path / "as_mnist.pt"),
-        "--data-root",
-        str(data_root),
-        "--n",
-        "256",
-        "--classifier-steps",
-        "20",
-    ]
+    argv = [ckpt, str(tmp_path / "as_mnist.pt"), "--data-root", str(data_root), "--n", "256"]
     lines, err = evaluate([*argv, "--json", str(tmp_path / "scores.json")], capsys)
     assert "test accuracy" in err
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -454,22 +508,57 @@ def test_evaluate_table_json_determinism_and_cache(trained, data_root, tmp_path,
     for row in data["rows"]:
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1 and row["fid"] >= 0 and row["n"] == 256
         assert 0 <= row["kl_uniform"] <= math.log(10) + 1e-9 and 0 <= row["classes_covered"] <= 10
-    # Cached classifier: the same numbers. A corrupt cache is retrained (deterministically), not trusted.
-    again, err = evaluate(argv, capsys)
-    assert again == lines and "(cached)" in err
-    cache = data_root / "FashionMNIST" / "evaluate_classifier.pt"
-    cache.write_bytes(cache.read_bytes()[:-10] + b"corrupted!")
-    third, err = evaluate(argv, capsys)
-    assert "not trusted" in err and third == lines
-    stale, err = evaluate([*argv[:-1], "21"], capsys)  # other training steps: the cached model is stale
-    assert "not trusted" in err
+    again, _ = evaluate(argv, capsys)
+    assert again == lines
+
+
+def test_evaluate_refuses_a_tampered_classifier_and_retrains_on_request(trained, data_root, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    import evaluate as ev
+
+    shipped = Path(ev.CLASSIFIERS) / "fashion-mnist.pt"
+    (tmp_path / "fashion-mnist.pt").write_bytes(shipped.read_bytes()[:-10] + b"tampered!!")
+    argv = [str(trained["cwd"] / "a.pt"), "--data-root", str(data_root), "--n", "256"]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ev, "CLASSIFIERS", str(tmp_path))
+        with pytest.raises(SystemExit) as exc:
+            ev.main(argv)
+    assert exc.value.code == 2 and "does not match its sha256" in capsys.readouterr().err
+    lines, err = evaluate([*argv, "--retrain-classifier", "--classifier-steps", "20"], capsys)
+    assert "retrained, saved as" in err and len(lines) == 4
+    assert (data_root / "FashionMNIST" / "classifier.pt").exists()
+
+
+def real_data_root(tmp_path):
+    """The official .gz files, linked into a temporary folder (torchvision extracts beside them), or a skip."""
+    for candidate in [ROOT / "data", ROOT.parent / "shared" / "data"]:
+        found = sorted((candidate / "FashionMNIST" / "raw").glob("*.gz"))
+        if len(found) == 4:
+            raw = tmp_path / "FashionMNIST" / "raw"
+            raw.mkdir(parents=True)
+            for gz in found:
+                (raw / gz.name).symlink_to(gz.resolve())
+            return tmp_path
+    pytest.skip("the official FashionMNIST files are not here (offline checkout)")
+
+
+def test_the_shipped_classifier_loads_and_classifies_the_real_test_split(tmp_path):
+    import evaluate as ev
+
+    root = real_data_root(tmp_path)
+    p = ev.parse_args(["x.pt"])[0]
+    test_x, test_y = ev.load_split(p, str(root), "fashion-mnist", train=False)
+    args = argparse.Namespace(retrain_classifier=False)
+    _, accuracy = ev.get_classifier(p, args, "fashion-mnist", None, None, test_x, test_y)
+    assert accuracy >= 0.913  # the README states 91.32%
 
 
 def test_evaluate_export_writes_pngs(trained, data_root, tmp_path, capsys):
     if trained["variant"] != "gan":
         pytest.skip("checked once")
     ckpt = str(trained["cwd"] / "a.pt")
-    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--classifier-steps", "20", "--export", str(tmp_path)]
+    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--export", str(tmp_path)]
     evaluate(argv, capsys)
     files = sorted((tmp_path / "a").glob("*.png"))
     assert len(files) == 256 and Image.open(files[0]).size[0] >= 28
@@ -482,14 +571,499 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
 
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     ckpt = str(trained["cwd"] / "a.pt")
+    crafted = load(ckpt)
+    crafted["generator_kwargs"]["hidden_dim"] = 64  # does not fit the weights
+    torch.save(crafted, tmp_path / "crafted.pt")
+    (tmp_path / "file").write_text("")
     cases = [
         ([str(tmp_path / "missing.pt")], "no checkpoint at"),
         ([str(tmp_path / "foreign.pt")], "is not a checkpoint of gan.py"),
+        ([str(tmp_path / "crafted.pt")], "do not fit its weights"),
         ([ckpt, "--n", "10"], "too few for a 128-d covariance"),
         ([ckpt, "--data-root", str(tmp_path / "empty")], "is not in"),
+        ([ckpt, "--n", "1000", "--k", "999"], "--k: must be in [1, n/20 = 50]"),
+        ([ckpt, "--json", str(tmp_path / "nodir" / "s.json")], "--json: cannot write"),
+        ([ckpt, "--export", str(tmp_path / "file")], "--export: "),
+        ([ckpt, "--classifier-steps", "5"], "only with --retrain-classifier"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exc:
-            ev.main([*argv, "--classifier-steps", "20"])
+            ev.main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err, (argv, err)
+
+
+# ===== Hardening: bad paths, locks, corrupt data, crafted checkpoints (one line, exit status 2) =====
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_bad_output_paths_are_refused_before_any_training(script, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "a_dir").mkdir()
+    cases = [
+        (["--ckpt", str(tmp_path / "nodir" / "x.pt")], "--ckpt: cannot write"),
+        (["--ckpt", ""], "--ckpt: cannot write"),
+        (["--ckpt", str(tmp_path / "a_file" / "x.pt")], "--ckpt: cannot write"),
+        (["--ckpt", str(tmp_path / "a_dir"), "--overwrite"], "--ckpt: cannot write"),
+        (["--ckpt", "x.pt", "--logdir", str(tmp_path / "a_file" / "runs")], "--logdir: cannot write"),
+        (["--ckpt", "x.pt", "--seed", str(2**64)], "--seed: must be in [0, 2^32)"),
+        (["--ckpt", "x.pt", "--device", "meta"], "--device: meta cannot train"),
+    ]
+    for flags, message in cases:
+        code, err = main_exit(script, VARIANTS[script][1] + flags, capsys)
+        assert code == 2 and message in err, (flags, err)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a_dir", "a_file"]  # no run folder, temp file or lock
+
+
+def test_resume_refuses_flags_it_would_ignore_and_accepts_repeated_ones(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained["cwd"])
+    script, extra, _, batch = VARIANTS[trained["variant"]]
+    base = extra + ["--resume", "--ckpt", "a.pt", "--epochs", "2"]
+    for flags, message in [(["--lr", "1e30"], "--lr: this run has"), (["--overwrite"], "--overwrite: this run has")]:
+        code, err = main_exit(script, base + flags, capsys)
+        assert code == 2 and message in err, (flags, err)
+    code, err = main_exit(script, base + ["--batch-size", str(batch)], capsys)  # the run's own value: fine
+    assert code == 2 and "already has 2 epochs" in err
+
+
+def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
+    import gan
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.pt.lock").write_text(str(os.getpid()))  # a live process holds it
+    code, err = main_exit("gan", ["--ckpt", "x.pt"], capsys)
+    assert code == 2 and "in use by another run" in err and (tmp_path / "x.pt.lock").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (tmp_path / "x.pt.lock").write_text(dead.stdout.strip())  # its run was killed: the lock is taken over
+    with gan.checkpoint_lock(None, "x.pt"):
+        assert (tmp_path / "x.pt.lock").read_text() == str(os.getpid())
+    assert not (tmp_path / "x.pt.lock").exists()
+
+
+def test_a_checkpoint_write_that_fails_part_way_keeps_the_previous_one(tmp_path, monkeypatch):
+    import gan
+
+    path = tmp_path / "x.pt"
+    gan.save_checkpoint(str(path), {"epoch": 1})
+
+    def dies_mid_write(obj, f):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(gan.torch, "save", dies_mid_write)
+    with pytest.raises(OSError):
+        gan.save_checkpoint(str(path), {"epoch": 2})
+    assert load(path) == {"epoch": 1} and [f.name for f in tmp_path.iterdir()] == ["x.pt"]
+
+
+def corrupt_copy(data_root, tmp_path, name, damage):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    shutil.copytree(data_root / "FashionMNIST" / "raw", raw)
+    damage(raw / name)
+    return tmp_path
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_corrupt_data_files_are_named(script, data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    truncate = lambda f: f.write_bytes(f.read_bytes()[:1000])  # noqa: E731 (what an interrupted extraction leaves)
+    root = corrupt_copy(data_root, tmp_path / "t", "train-images-idx3-ubyte", truncate)
+    code, err = main_exit(script, ["--data-root", str(root), "--ckpt", "x.pt"], capsys)
+    assert code == 2 and "train-images-idx3-ubyte is truncated or corrupt" in err and "delete it" in err, err
+    if script == "gan":  # a .gz whose md5 is wrong: checked once
+        for key, value in OFFLINE.items():
+            monkeypatch.setenv(key, value)
+        gz = lambda f: (f.unlink(), f.with_suffix(".gz").write_bytes(b"\x1f\x8b garbage"))  # noqa: E731
+        root = corrupt_copy(data_root, tmp_path / "g", "train-images-idx3-ubyte", gz)
+        code, err = main_exit(script, ["--data-root", str(root), "--ckpt", "x.pt"], capsys)
+        assert code == 2 and "train-images-idx3-ubyte.gz is corrupt" in err, err
+
+
+@pytest.mark.parametrize("variant", ["dcgan", "wgan"])
+def test_batch_norm_scripts_refuse_one_image_batches(variant, capsys):
+    code, err = main_exit(variant, ["--batch-size", "1"], capsys)
+    assert code == 2 and "batch norm needs at least 2 images" in err
+
+
+def test_an_epoch_never_ends_with_a_one_image_batch(data_root, tmp_path, capsys):
+    # 320 images at batch 319 would leave one image for a second step, which batch norm cannot train on.
+    argv = ["--data-root", str(data_root), "--batch-size", "319", "--epochs", "1", "--log-every", "1"]
+    run_main("dcgan", [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    out = capsys.readouterr().out
+    assert "| 1 steps/epoch |" in out and "Epoch 00 | Step 0001 / 0001" in out
+
+
+def test_crafted_checkpoints_exit_2(trained, tmp_path, capsys, monkeypatch):
+    if trained["variant"] == "wgan-gp":
+        pytest.skip("one variant per script")
+    monkeypatch.chdir(tmp_path)
+    script, extra, *_ = VARIANTS[trained["variant"]]
+    good = load(trained["cwd"] / "a.pt")
+    for name, ckpt, message in [
+        ("no_args.pt", {k: v for k, v in good.items() if k != "args"}, "lacks args"),
+        ("no_G.pt", {k: v for k, v in good.items() if k != "G"}, "lacks G"),
+        ("shape.pt", {**good, "args": {**good["args"], "latent_dim": 7}}, "does not fit"),
+    ]:
+        torch.save(ckpt, tmp_path / name)
+        flags = ["--resume", "--ckpt", name, "--epochs", "3", "--data-root", str(trained["data_root"])]
+        code, err = main_exit(script, extra + flags, capsys)
+        assert code == 2 and message in err, (name, err)
+
+
+def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    import perturb
+
+    ckpt = tmp_path / "m.pt"
+    ckpt.write_bytes((trained["cwd"] / "a.pt").read_bytes())
+    (tmp_path / "nan.txt").write_text(" ".join(["nan"] * 100) + "\n")
+    for flags, message in [
+        (["--values", "1", "nan"], "--values: must be finite"),
+        (["--sweep", "3", "--range", "-3", "inf"], "--range: must be finite"),
+        (["--vectors", str(tmp_path / "nan.txt")], "NaN or infinite"),
+        (["--out", str(tmp_path / "nodir" / "x.png")], "--out: cannot write"),
+        (["--out", str(tmp_path / "x.unknown")], "--out: unknown image type"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            perturb.main(["--ckpt", str(ckpt), *flags])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err, (flags, err)
+    for flags, name in [
+        ([], "perturb_m.png"),
+        (["--mode", "set"], "perturb-set_m.png"),
+        (["--interpolate"], "interpolate_m.png"),
+        (["--interpolate", "--slerp"], "interpolate-slerp_m.png"),
+        (["--sweep", "3", "--mode", "set"], "sweep3-set_m.png"),
+    ]:
+        perturb.main(["--ckpt", str(ckpt), "--n-samples", "2", *flags])
+        assert (tmp_path / name).exists(), flags
+    perturb.main(["--ckpt", str(ckpt), "--interpolate", "--n-samples", "3"])
+    assert "vector #3 has no partner" in capsys.readouterr().out
+
+
+def test_a_saturated_discriminator_is_reported(data_root, tmp_path, capsys):
+    argv = ["--data-root", str(data_root), "--batch-size", "16", "--epochs", "1", "--log-every", "5"]
+    run_main("gan", [*argv, "--lr", "1e6", "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    assert "sits at BCE's clamp" in capsys.readouterr().err
+
+
+def test_ctrl_c_while_starting_is_one_line(data_root, tmp_path):
+    proc = subprocess.Popen(
+        command("gan", "--epochs", "1", data_root=data_root), cwd=tmp_path, env=ENV, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(0.5)  # still importing torch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in err and "Interrupted before training started" in err
+
+
+def test_resuming_a_copied_checkpoint_leaves_the_original_run_alone(trained, tmp_path, capsys):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    original = run_dir_of(trained, "a.pt")
+    before = {f.name: f.stat().st_mtime_ns for f in original.iterdir()}
+    (tmp_path / "copy.pt").write_bytes((trained["cwd"] / "a.pt").read_bytes())
+    argv = ["--data-root", str(trained["data_root"]), "--epochs", "3", "--resume", "--logdir", str(tmp_path / "runs")]
+    run_main("gan", [*argv, "--ckpt", str(tmp_path / "copy.pt")])
+    assert {f.name: f.stat().st_mtime_ns for f in original.iterdir()} == before
+    new = run_dir_of({"cwd": tmp_path}, "copy.pt")
+    assert new.parent == tmp_path / "runs" and (new / "progress.png").exists()
+    assert sorted(f.name for f in new.glob("samples_*.png")) == [
+        "samples_000pct_epoch000.png",  # from the samples the checkpoint keeps of every epoch
+        "samples_025pct_epoch001.png",
+        "samples_050pct_epoch002.png",
+        "samples_075pct_epoch003.png",
+        "samples_100pct_epoch003.png",
+    ]
+
+
+# ===== The algorithm, pinned: each objective moves the intended way =====
+def small_nets(script, seed=0):
+    """The script's own networks (gan.py's at a small width), seeded, with the script's optimisers."""
+    module = importlib.import_module(script)
+    torch.manual_seed(seed)
+    if script == "gan":
+        G, D = module.Generator(16, 32, 784), module.Discriminator(784, 32)
+    else:
+        G, D = module.Generator(16), module.Discriminator()
+    if script == "wgan":
+        with torch.no_grad():  # start from a critic that clipping already allows
+            for p in D.parameters():
+                p.clamp_(-0.01, 0.01)
+    return module, G, D
+
+
+def real_batch(n=32, seed=0):
+    images, _ = tiny_split(n, seed)
+    import gan
+
+    return gan.to_unit(images.unsqueeze(1))
+
+
+def d_step(script, module, G, D, real, real_label=1.0):
+    optim_D = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    if script == "wgan":
+        return module.train_discriminator(real, D, G, optim_D, 16, 0.01, None)
+    return module.train_discriminator(real, D, G, torch.nn.BCELoss(), optim_D, 16, real_label)
+
+
+def scores_of(D, G, real, z, flat):
+    with torch.no_grad():
+        fake = G(z)
+        return D(real.flatten(1) if flat else real).mean().item(), D(fake.flatten(1) if flat else fake).mean().item()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_d_step_raises_d_on_real_and_lowers_it_on_fake(script):
+    module, G, D = small_nets(script)
+    real, z, flat = real_batch(), torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
+    G.eval()  # the same fakes before and after: batch norm in eval mode
+    real_before, fake_before = scores_of(D, G, real, z, flat)
+    for _ in range(3):
+        d_step(script, module, G, D, real)
+    real_after, fake_after = scores_of(D, G, real, z, flat)
+    if script == "wgan":  # a critic is defined up to a constant: only the gap between real and fake is its objective
+        assert real_after - fake_after > real_before - fake_before
+    else:
+        assert real_after > real_before and fake_after < fake_before, (real_before, real_after, fake_before, fake_after)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_g_step_raises_d_of_g_of_z(script):
+    module, G, D = small_nets(script)
+    z, flat = torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
+    optim_G = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+    def d_of_g():
+        G.eval()
+        with torch.no_grad():
+            fake = G(z)
+            score = D(fake.flatten(1) if flat else fake).mean().item()
+        G.train()
+        return score
+
+    before = d_of_g()
+    for _ in range(3):
+        if script == "wgan":
+            module.train_generator(D, G, optim_G, 32, 16, "cpu")
+        else:
+            module.train_generator(D, G, torch.nn.BCELoss(), optim_G, 32, 16, "cpu")
+    assert d_of_g() > before
+    assert all(p.grad is None for p in D.parameters())  # the G step leaves D alone
+
+
+@pytest.mark.parametrize("script", ["gan", "dcgan"])
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_the_d_loss_is_bce_with_real_label_and_fake_label_0(script, real_label):
+    module, G, D = small_nets(script)
+    real, flat = real_batch(), script == "gan"
+    state = torch.get_rng_state()
+    z = torch.randn(32, 16)  # the noise the step will draw
+    torch.set_rng_state(state)
+    with torch.no_grad():
+        G.train()
+        out_real, out_fake = D(real.flatten(1) if flat else real), D(G(z))
+        bce = torch.nn.functional.binary_cross_entropy
+        expected = bce(out_real, torch.full_like(out_real, real_label)) + bce(out_fake, torch.zeros_like(out_fake))
+    loss_D, _, _ = d_step(script, module, G, D, real, real_label)
+    assert loss_D.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_label_smoothing_reaches_the_d_step(data_root, tmp_path):
+    argv = ["--data-root", str(data_root), "--batch-size", "16", "--epochs", "1", "--hidden-dim", "32"]
+    for name, smoothing in [("plain.pt", "0"), ("smooth.pt", "0.1")]:
+        flags = ["--label-smoothing", smoothing, "--ckpt", str(tmp_path / name), "--logdir", str(tmp_path / "runs")]
+        run_main("gan", [*argv, *flags])
+    plain, smooth = load(tmp_path / "plain.pt"), load(tmp_path / "smooth.pt")
+    assert smooth["args"]["label_smoothing"] == 0.1
+    assert not torch.equal(plain["D"]["model.0.weight"], smooth["D"]["model.0.weight"])
+
+
+def test_wgan_losses_have_the_papers_signs():
+    import wgan
+
+    module, G, D = small_nets("wgan")
+    real = real_batch()
+    state = torch.get_rng_state()
+    loss_D, w, _ = d_step("wgan", module, G, D, real)
+    torch.set_rng_state(state)
+    assert loss_D.item() == pytest.approx(-w.item())  # critic loss = mean D(fake) - mean D(real)
+    assert max(p.abs().max().item() for p in D.parameters()) <= 0.01  # clipped after the step
+    optim_G = torch.optim.RMSprop(G.parameters(), lr=1e-4)
+    G.eval()
+    with torch.no_grad():
+        state = torch.get_rng_state()
+        expected = -D(G(torch.randn(32, 16))).mean().item()
+        torch.set_rng_state(state)
+    G.eval()
+    loss_G = wgan.train_generator(D, G, optim_G, 32, 16, "cpu")
+    assert loss_G.item() == pytest.approx(expected, rel=1e-5)
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = <w, x> with |w| = scale: its gradient norm is `scale` everywhere."""
+
+    def __init__(self, scale):
+        super().__init__()
+        w = torch.randn(784, generator=torch.Generator().manual_seed(0))
+        self.w = torch.nn.Parameter(w / w.norm() * scale)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+def test_the_gradient_penalty_is_per_sample_and_trains_the_critic():
+    import wgan
+
+    real, fake = real_batch(16), real_batch(16, seed=1)
+    assert wgan.gradient_penalty(LinearCritic(1.0), real, fake).item() == pytest.approx(0, abs=1e-8)
+    assert wgan.gradient_penalty(LinearCritic(2.0), real, fake).item() == pytest.approx(1, rel=1e-5)
+    _, _, D = small_nets("wgan")
+    wgan.gradient_penalty(D, real, fake).backward()  # needs create_graph: the penalty must reach D's weights
+    weights = [p for name, p in D.named_parameters() if name.endswith("weight")]  # biases do not move grad_x D
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+# ===== The small pure pieces, exactly =====
+def test_images_are_scaled_to_minus_one_one():
+    import gan
+
+    assert gan.to_unit(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
+
+
+def test_the_epoch_order_is_a_fresh_permutation_each_epoch_and_repeats_per_seed_and_epoch():
+    import gan
+
+    first, second = gan.epoch_order(100, 0, 0, "cpu"), gan.epoch_order(100, 0, 1, "cpu")
+    assert sorted(first.tolist()) == list(range(100)) and not torch.equal(first, second)
+    assert torch.equal(first, gan.epoch_order(100, 0, 0, "cpu"))
+    assert not torch.equal(first, gan.epoch_order(100, 1, 0, "cpu"))
+
+
+@pytest.mark.parametrize("script", ["dcgan", "wgan"])
+def test_sampling_is_independent_of_the_batch_and_leaves_batch_norm_alone(script):
+    module, G, _ = small_nets(script)
+    G.train()
+    z = torch.randn(8, 16)
+    buffers = {k: v.clone() for k, v in G.state_dict().items()}
+    alone = torch.cat([module.sample(G, z[i : i + 1]) for i in range(8)])
+    assert torch.allclose(module.sample(G, z), alone, atol=1e-5)
+    assert all(torch.equal(buffers[k], v) for k, v in G.state_dict().items()) and G.training
+
+
+def test_perturb_and_evaluate_use_the_generator_in_eval_mode(trained, tmp_path):
+    if trained["variant"] != "dcgan":
+        pytest.skip("a batch-norm generator shows it")
+    import evaluate as ev
+    import perturb
+
+    G, latent = perturb.load_generator(None, str(trained["cwd"] / "a.pt"))
+    assert not G.training
+    _, G = ev.load_checkpoint(None, str(trained["cwd"] / "a.pt"))
+    G.train()
+    assert torch.allclose(ev.generate(G, 100, 10, 0, batch=10)[:2], ev.generate(G, 100, 10, 0, batch=2)[:2], atol=1e-5)
+
+
+def figure_args(**overrides):
+    base = dict(samples_only=False, sweep=None, interpolate=False, slerp=False, mode="add", steps=3)
+    return argparse.Namespace(**{**base, "dims": [1], "values": [-2.0, 3.0], "range": [-1.0, 1.0], **overrides})
+
+
+def test_perturb_figure_vectors():
+    import perturb
+
+    z = torch.arange(8.0).view(2, 4)
+    grid, labels, _ = perturb.figure(figure_args(), z)
+    assert grid[0, :, 1].tolist() == [-1.0, 3.0] and grid[1, :, 1].tolist() == [4.0, 8.0]  # add
+    assert torch.equal(grid[:, :, [0, 2, 3]], z[:, [0, 2, 3]].expand(2, 2, 3)) and labels == ["dim 1 -2", "dim 1 +3"]
+    grid, _, _ = perturb.figure(figure_args(mode="set"), z)
+    assert grid[:, :, 1].tolist() == [[-2.0, -2.0], [3.0, 3.0]]  # set
+    grid, _, _ = perturb.figure(figure_args(sweep=2), z)
+    assert grid[0, :, 2].tolist() == [1.0, 2.0, 3.0] and grid[1, :, 2].tolist() == [5.0, 6.0, 7.0]  # 2 + [-1, 0, 1]
+    for slerp in [False, True]:
+        grid, _, _ = perturb.figure(figure_args(interpolate=True, slerp=slerp), z)
+        assert torch.allclose(grid[0, 0], z[0]) and torch.allclose(grid[0, -1], z[1])  # the end points
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert perturb.slerp(a, b, 0.5).norm().item() == pytest.approx(3.0)  # on the sphere, not inside it
+    zero = torch.zeros(2)
+    assert torch.equal(perturb.slerp(zero, b, 0.0), zero) and torch.equal(perturb.slerp(zero, b, 1.0), b)
+
+
+def test_evaluate_metrics_on_constructed_features():
+    import evaluate as ev
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(400, 8, generator=g)
+    tight = torch.randn(400, 8, generator=g) * 0.05  # all samples in one small, realistic spot
+    one_class = torch.zeros(400, 10)
+    one_class[:, 3] = 10.0
+    s = ev.scores(tight, one_class, ref, 5)
+    assert s["precision"] > 0.9 and s["recall"] < 0.1
+    assert s["classes_covered"] == 1 and s["kl_uniform"] == pytest.approx(math.log(10))
+    balanced = torch.eye(10).repeat(40, 1) * 10
+    s = ev.scores(ref.clone(), balanced, ref, 5)
+    assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
+    assert s["fid"] == pytest.approx(0, abs=1e-6) and s["precision"] == 1 and s["recall"] == 1
+    uneven = torch.eye(10)[[0] * 20 + [1] * 19 + list(range(2, 9)) * 40 + [9] * 81] * 10  # 400 samples
+    assert ev.scores(ref, uneven, ref, 5)["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
+
+
+# ===== A short learning test: a GAN that does not learn fails =====
+def test_gan_learns_the_bars(data_root, tmp_path):
+    """200 steps of gan.py on the tiny bar images: the rows' brightness moves most of the way to the data's."""
+    argv = [
+        "--data-root",
+        str(data_root),
+        "--batch-size",
+        "16",
+        "--epochs",
+        "10",
+        "--hidden-dim",
+        "128",
+        "--lr",
+        "5e-4",
+    ]
+    run_main("gan", [*argv, "--ckpt", str(tmp_path / "g.pt"), "--logdir", str(tmp_path / "runs")])
+    history = load(tmp_path / "g.pt")["history"]  # the fixed-noise samples of every epoch, uint8
+    images, _ = tiny_split(320, len("train"))  # the data_root fixture's FashionMNIST training split
+    profile = lambda x: x.float().mean(dim=(0, 1, 3))  # noqa: E731 (mean brightness of each of the 28 rows)
+    data = profile(images.unsqueeze(1))
+    untrained, trained = (profile(history[0]) - data).abs().mean(), (profile(history[10]) - data).abs().mean()
+    assert trained < 0.25 * untrained, (trained, untrained)  # measured: 3.1 against 84.5
+
+
+# ===== bench/results.py: seeds, resume, the table =====
+def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_root, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    out = tmp_path / "out"
+    argv = [
+        str(out),
+        "--epochs",
+        "1",
+        "--seeds",
+        "0",
+        "1",
+        "--only",
+        "gan",
+        "--jobs",
+        "2",
+        "--data-root",
+        str(data_root),
+    ]
+    argv += ["--n", "256", "--figure", str(tmp_path / "rows.png"), "--extra", "--batch-size", "32", "--log-every", "5"]
+    results.main(argv)
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| gan.py, handout defaults"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "2" and all(" ± " in c for c in cells[4:]), row  # mean ± sd over the two seeds
+    assert (out / "table.md").read_text().strip() == table.split("\nfigure:")[0].strip()
+    assert Image.open(tmp_path / "rows.png").size[1] > 2 * 30  # one labelled row of samples
+    args = results.parse_args(argv)
+    log = (out / "gan_seed0.log").read_text()
+    results.train(args, "gan", 0)  # finished: not trained again
+    assert (out / "gan_seed0.log").read_text() == log
+    args.epochs = 2
+    results.train(args, "gan", 0)  # unfinished for 2 epochs: resumed, not restarted
+    assert "Resuming" in (out / "gan_seed0.log").read_text() and load(out / "gan_seed0.pt")["epoch"] == 2

@@ -1,0 +1,243 @@
+"""Breaks the code on purpose, one realistic bug at a time, and reports whether the test suite notices.
+
+Each mutation replaces text in one file of a temporary copy of the repository, then runs the tests
+that exercise that file (pytest -x -k SELECTION) in the copy. A mutation the suite does not fail on
+is MISSED: either a test is missing or the bug does not matter (then say why in the note).
+
+    python bench/mutations.py                 # all of them, a table at the end (about 30 minutes on 2 cores)
+    python bench/mutations.py --only 3 17     # some of them, by number
+    python bench/mutations.py --list
+"""
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# The tests that run a file: its own variants, plus the unparametrised tests about it.
+SELECT = {
+    "gan.py": "not dcgan and not wgan",
+    "dcgan.py": "dcgan or one_image or batch_norm",
+    "wgan.py": "wgan",
+    "perturb.py": "perturb and not dcgan and not wgan",
+    "evaluate.py": "evaluate",
+}
+
+# (file, what the bug is, [(text, replacement), ...], optional -k selection overriding SELECT)
+MUTATIONS = [
+    (
+        "gan.py",
+        "real and fake labels swapped in the D step",
+        [
+            ("torch.full_like(real_output, real_label))", "torch.zeros_like(real_output))"),
+            (
+                "loss_func(fake_output, torch.zeros_like(fake_output))",
+                "loss_func(fake_output, torch.ones_like(fake_output))",
+            ),
+        ],
+    ),
+    (
+        "gan.py",
+        "G trained with the saturating sign (fakes labelled fake in the G step)",
+        [
+            (
+                "loss_func(fake_output, torch.ones_like(fake_output))",
+                "loss_func(fake_output, torch.zeros_like(fake_output))",
+            )
+        ],
+    ),
+    ("gan.py", "images scaled to [0, 1]", [("x_uint8.float().div_(127.5).sub_(1)", "x_uint8.float().div_(255)")]),
+    ("gan.py", "--label-smoothing ignored", [("real_label = 1.0 - args.label_smoothing", "real_label = 1.0")]),
+    (
+        "gan.py",
+        "the same shuffle every epoch",
+        [("manual_seed(seed * 1_000_003 + epoch)", "manual_seed(seed * 1_000_003)")],
+    ),
+    (
+        "gan.py",
+        "checkpoint written in place, not atomically",
+        [("        torch.save(state, tmp)\n        os.replace(tmp, path)", "        torch.save(state, path)")],
+    ),
+    (
+        "gan.py",
+        "epoch loss sums not restored on resume",
+        [('ckpt["epoch"], ckpt["step"], ckpt["sums"]', 'ckpt["epoch"], ckpt["step"], torch.zeros(4)')],
+    ),
+    ("gan.py", "RNG state not restored on resume", [('torch.set_rng_state(ckpt["rng_cpu"])', "pass")]),
+    (
+        "gan.py",
+        "purge step one too early (a step loss lost per resume)",
+        [("global_step + 1 if same", "global_step if same")],
+    ),
+    (
+        "gan.py",
+        "epoch scalars at x = epoch, one left of the images",
+        [
+            (
+                'writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch + 1)',
+                'writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch)',
+            )
+        ],
+    ),
+    (
+        "gan.py",
+        "a copied checkpoint resumes into the original run folder",
+        [
+            (
+                'here = ckpt is not None and ckpt.get("ckpt_path") == os.path.abspath(args.ckpt)',
+                "here = ckpt is not None",
+            )
+        ],
+    ),
+    (
+        "gan.py",
+        "stale milestone PNGs kept after a resume with more epochs",
+        [("        os.remove(old)  #", "        pass  #")],
+    ),
+    (
+        "gan.py",
+        "a live lock treated as stale",
+        [("os.kill(pid, 0) if pid > 0 else None", "(_ for _ in ()).throw(ProcessLookupError)")],
+    ),
+    ("gan.py", "no warning when D saturates", [(">= BCE_CLAMP - 1e-3", ">= BCE_CLAMP + 1")]),
+    ("gan.py", "output paths not checked before training", [('    check_writable(p, "--ckpt", args.ckpt)\n', "")]),
+    ("dcgan.py", "samples drawn with batch norm in train mode", [("G.eval()  # eval mode", "G.train()  # eval mode")]),
+    (
+        "dcgan.py",
+        "a last batch of one image",
+        [
+            (
+                "n // args.batch_size if n % args.batch_size == 1 else math.ceil",
+                "math.ceil(n / args.batch_size) if 0 else math.ceil",
+            )
+        ],
+    ),
+    ("wgan.py", "generator loss sign flipped", [("loss_G = -D(G(noise)).mean()", "loss_G = D(G(noise)).mean()")]),
+    ("wgan.py", "critic loss sign flipped", [("loss_D = -wasserstein + ", "loss_D = wasserstein + ")]),
+    ("wgan.py", "gradient penalty without create_graph", [("mixed, create_graph=True)", "mixed, create_graph=False)")]),
+    ("wgan.py", "gradient norm over the whole batch, not per sample", [("grad.flatten(1).norm(dim=1)", "grad.norm()")]),
+    (
+        "wgan.py",
+        "only the weights clipped, not the biases",
+        [("for param in D.parameters():", "for param in list(D.parameters())[::2]:")],
+    ),
+    (
+        "wgan.py",
+        "one critic step per generator step, whatever --n-critic says",
+        [("for _ in range(args.n_critic):", "for _ in range(1):")],
+    ),
+    (
+        "perturb.py",
+        "--mode set acts like add",
+        [('changed[:, d] = v if args.mode == "set" else changed[:, d] + v', "changed[:, d] = changed[:, d] + v")],
+    ),
+    ("perturb.py", "generator left in train mode", [("return G.eval(), ", "return G, ")], "perturb"),
+    (
+        "perturb.py",
+        "slerp through a zero vector gives NaN",
+        [("if a.norm() < 1e-12 or b.norm() < 1e-12:", "if False:")],
+    ),
+    (
+        "perturb.py",
+        "default --dims checked in modes that do not use them",
+        [("grid_mode = args.sweep is None and not args.interpolate and not args.samples_only", "grid_mode = True")],
+    ),
+    (
+        "evaluate.py",
+        "precision and recall swapped",
+        [
+            (
+                '"precision": coverage(features, ref_features, knn_radii(ref_features, k))',
+                '"precision": coverage(ref_features, features, knn_radii(features, k))',
+            ),
+            (
+                '"recall": coverage(ref_features, features, knn_radii(features, k))',
+                '"recall": coverage(features, ref_features, knn_radii(ref_features, k))',
+            ),
+        ],
+    ),
+    (
+        "evaluate.py",
+        "coverage threshold: more than half a fair share",
+        [("(counts >= 0.5 * counts.sum() / 10)", "(counts > 0.5 * counts.sum() / 10)")],
+    ),
+    ("evaluate.py", "KL without the uniform's 1/10", [("(share[share > 0] * 10).log()", "(share[share > 0]).log()")]),
+    (
+        "evaluate.py",
+        "generator sampled in train mode",
+        [("G.eval()  # batch-norm running statistics", "G.train()  #")],
+        "evaluate",
+    ),
+    ("evaluate.py", "the shipped classifier's checksum not checked", [("!= CLASSIFIER_SHA256[dataset]", "== 'never'")]),
+    ("evaluate.py", "any --k accepted", [("if not 1 <= args.k <= args.n // 20:", "if not 1 <= args.k:")]),
+]
+
+
+def copy_repo(dst):
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files + [str(p.relative_to(ROOT)) for p in (ROOT / "classifiers").glob("*.pt")]:
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dst / name)
+
+
+def run(number, mutation):
+    file, what, edits, *select = mutation
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        copy_repo(tmp)
+        text = (tmp / file).read_text()
+        for old, new in edits:
+            if text.count(old) != 1:
+                sys.exit(f"mutation {number} ({what}): {old!r} occurs {text.count(old)} times in {file}")
+            text = text.replace(old, new)
+        (tmp / file).write_text(text)
+        t0 = time.time()
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-x",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            select[0] if select else SELECT[file],
+        ]
+        result = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=1800)
+        failed = [line for line in result.stdout.splitlines() if line.startswith("FAILED") or line.startswith("ERROR")]
+        if result.returncode not in (0, 1):
+            sys.exit(f"mutation {number}: pytest exited {result.returncode}\n{result.stdout[-2000:]}")
+        return result.returncode == 1, time.time() - t0, failed[0][:110] if failed else ""
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--only", type=int, nargs="+", help="mutation numbers to run (from --list)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    args = p.parse_args()
+    chosen = [(k, m) for k, m in enumerate(MUTATIONS, 1) if not args.only or k in args.only]
+    if args.list:
+        for k, (file, what, *_) in chosen:
+            print(f"{k:2d}  {file:12s} {what}")
+        return
+    caught = 0
+    print(
+        "| # | file | bug | caught | seconds | first failing test |\n| ---: | --- | --- | --- | ---: | --- |",
+        flush=True,
+    )
+    for k, mutation in chosen:
+        hit, seconds, failed = run(k, mutation)
+        caught += hit
+        print(
+            f"| {k} | {mutation[0]} | {mutation[1]} | {'yes' if hit else '**MISSED**'} | {seconds:.0f} | {failed} |",
+            flush=True,
+        )
+    print(f"\ncaught {caught} of {len(chosen)} ({caught / len(chosen):.0%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""Question 3, measured: trains every configuration over several seeds, scores each checkpoint, prints one table.
+
+Each configuration (a script and its flags) trains once per seed into OUT/<config>_seed<S>.pt, several
+side by side (--jobs: on one GPU, 4 to 8 small trainings fill it better than one). Run it again after
+an interruption and it carries on: finished checkpoints are kept, unfinished ones resumed. Then
+evaluate.py scores every checkpoint with the shipped classifier, and the table gives mean ± standard
+deviation over the seeds, seconds per epoch (median of the epoch lines), and the runs that led to each
+tuned recipe. --figure draws one row of samples per configuration from the seed-0 checkpoints.
+
+    python bench/results.py OUT                          # 30 epochs x 3 seeds, all configurations (a GPU job)
+    python bench/results.py OUT --jobs 6 --figure docs/results.png
+    python bench/results.py OUT --epochs 1 --seeds 0 --only gan dcgan     # a quick look on a CPU
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# name -> (script, flags, what it is). The handout's defaults first, then the candidates tried for each script.
+CONFIGS = {
+    "gan": ("gan", [], "gan.py, handout defaults"),
+    "dcgan": ("dcgan", [], "dcgan.py, handout defaults"),
+    "wgan": ("wgan", ["--clip", "0.01"], "wgan.py, handout (clipping 0.01)"),
+    "wgan_gp": ("wgan", ["--gp", "10"], "wgan.py --gp 10 (WGAN-GP)"),
+    "gan_ls": ("gan", ["--label-smoothing", "0.1"], "gan.py candidate"),
+    "gan_h1024_ls": ("gan", ["--hidden-dim", "1024", "--label-smoothing", "0.1"], "gan.py candidate"),
+    "dcgan_lr1e-4": ("dcgan", ["--lr", "1e-4"], "dcgan.py candidate"),
+    "dcgan_ls": ("dcgan", ["--label-smoothing", "0.1"], "dcgan.py candidate"),
+}
+METRICS = [("fid", "FID (clf) ↓", 2), ("precision", "precision ↑", 3), ("recall", "recall ↑", 3)]
+METRICS += [("classes_covered", "classes covered ↑", 1), ("kl_uniform", "KL ↓", 3)]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("out", help="folder for checkpoints, logs, TensorBoard runs, scores.json and table.md")
+    p.add_argument("--epochs", type=int, default=30, help="epochs per run (the handout's 30)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per configuration")
+    p.add_argument("--only", nargs="+", choices=CONFIGS, help="configurations to run (default: all)")
+    p.add_argument("--jobs", type=int, default=1, help="trainings side by side")
+    p.add_argument("--data-root", default=str(ROOT / "data"), help="holds <Name>/raw/*.gz")
+    p.add_argument("--n", type=int, default=10_000, help="samples scored per checkpoint (evaluate.py --n)")
+    p.add_argument("--figure", help="also write a PNG: one row of samples per configuration (seed 0)")
+    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every training run")
+    args = p.parse_args(argv)
+    if args.jobs < 1 or args.epochs < 1:
+        p.error("arguments --jobs/--epochs: must be positive")
+    return args
+
+
+def train(args, name, seed):
+    """One run, resumed if an earlier call was interrupted; returns its log."""
+    script, flags, _ = CONFIGS[name]
+    out = Path(args.out)
+    ckpt, log = out / f"{name}_seed{seed}.pt", out / f"{name}_seed{seed}.log"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if (state["epoch"], state["step"]) == (args.epochs, 0):
+            return log  # finished: not trained again
+        flags = ["--resume"]  # the run keeps its own flags
+    else:
+        flags = [*flags, "--seed", str(seed)]
+    cmd = [sys.executable, str(ROOT / f"{script}.py"), *flags, "--epochs", str(args.epochs), "--ckpt", str(ckpt)]
+    cmd += ["--data-root", args.data_root, "--logdir", str(out / "runs"), *args.extra]
+    with open(log, "a") as f:
+        result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (status {result.returncode}); see {log}")
+    return log
+
+
+def seconds_per_epoch(logs):
+    times = [float(m) for log in logs for m in re.findall(r"^Epoch \d+ \| ([0-9.]+) s \|", log.read_text(), re.M)]
+    return statistics.median(times) if times else float("nan")
+
+
+def mean_sd(values, digits):
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def table(args, names, rows, logs):
+    by_path = {row["name"]: row for row in rows}
+    header = ["configuration", "flags", "seeds", "s/epoch"] + [title for _, title, _ in METRICS]
+    lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | ---: |" + " ---: |" * len(METRICS)]
+    for row in [r for r in rows if r["name"] == "real data"]:
+        lines.append(
+            f"| real data ({row['dataset']}) | | | | " + " | ".join(cell(row[key], d) for key, _, d in METRICS) + " |"
+        )
+    for name in names:
+        scored = [by_path[str(Path(args.out) / f"{name}_seed{s}.pt")] for s in args.seeds]
+        script, flags, what = CONFIGS[name]
+        cells = [mean_sd([float(r[key]) for r in scored], d) for key, _, d in METRICS]
+        spe = seconds_per_epoch([logs[name, s] for s in args.seeds])
+        lines.append(f"| {what} | `{' '.join(flags)}` | {len(scored)} | {spe:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cell(value, digits):
+    return f"{value:.{digits}f}"
+
+
+def figure(args, names, path):
+    """One row of 10 samples (the same z) per configuration, seed 0, labelled: the table as pictures."""
+    import evaluate
+    import gan
+
+    tiles, labels = [], []
+    for name in names:
+        ckpt, G = evaluate.load_checkpoint(None, str(Path(args.out) / f"{name}_seed{args.seeds[0]}.pt"))
+        images = evaluate.generate(G, ckpt["generator_kwargs"]["latent_dim"], 10, seed=0)
+        tiles.append(gan.grid_image(gan.to_uint8(images), nrow=10))
+        labels.append(CONFIGS[name][2] + (f" {' '.join(CONFIGS[name][1])}" if "candidate" in CONFIGS[name][2] else ""))
+    gan.labelled(
+        path, tiles, labels, title=f"{args.epochs} epochs, seed {args.seeds[0]}, the same 10 z per row", across=False
+    )
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    names = args.only or list(CONFIGS)
+    jobs = [(name, seed) for name in names for seed in args.seeds]
+    with ThreadPoolExecutor(args.jobs) as pool:
+        logs = dict(zip(jobs, pool.map(lambda job: train(args, *job), jobs), strict=True))
+    ckpts = [str(Path(args.out) / f"{name}_seed{seed}.pt") for name, seed in jobs]
+    scores = Path(args.out) / "scores.json"
+    cmd = [sys.executable, str(ROOT / "evaluate.py"), *ckpts, "--data-root", args.data_root, "--n", str(args.n)]
+    subprocess.run([*cmd, "--json", str(scores)], check=True, stdout=subprocess.DEVNULL)
+    result = table(args, names, json.loads(scores.read_text())["rows"], logs)
+    (Path(args.out) / "table.md").write_text(result + "\n")
+    print(result)
+    if args.figure:
+        figure(args, names, args.figure)
+        print(f"figure: {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
