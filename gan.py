@@ -202,13 +202,13 @@ def sample(G, z):
 
 def check_writable(p, flag, path, folder=False):
     """Refuses an output path now, in one line, rather than after an epoch of training."""
-    target = os.path.abspath(path) if path else ""
-    parent = os.path.dirname(target)
-    if folder:  # a folder may be created later: its first existing ancestor must be a folder
-        while parent and not os.path.exists(target):
-            target, parent = parent, os.path.dirname(parent)
-    ok = path and (os.path.isdir(target) if folder else os.path.isdir(parent) and not os.path.isdir(target))
-    if not ok or not os.access(target if folder else parent, os.W_OK):
+    where = os.path.abspath(path) if path else ""
+    if folder:  # created later if missing: its first existing ancestor must be a writable folder
+        while where and not os.path.exists(where):
+            where = os.path.dirname(where)
+    else:  # a file: its folder must exist, and it must not be a folder itself
+        where = "" if os.path.isdir(where) else os.path.dirname(where)
+    if not (path and os.path.isdir(where) and os.access(where, os.W_OK)):
         p.error(f"argument {flag}: cannot write {path!r} (is its folder there, writable, and not a file?)")
 
 
@@ -222,7 +222,8 @@ def checkpoint_lock(p, path):
             break
         except FileExistsError:
             with open(lock) as f:
-                pid = int(f.read().strip() or 0)
+                text = f.read().strip()
+            pid = int(text) if text.isdigit() else 0  # empty: its owner is still writing it
             try:
                 os.kill(pid, 0) if pid > 0 else None
             except ProcessLookupError:  # its run was killed: the lock is stale
@@ -236,7 +237,8 @@ def checkpoint_lock(p, path):
     try:
         yield
     finally:
-        os.remove(lock)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(lock)
 
 
 def save_checkpoint(path, state):

@@ -60,6 +60,12 @@ def parse_args(argv=None):
             p.error(f"argument --out: cannot write {args.out!r} (its folder must exist, and it must not be a folder)")
         if os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
             p.error(f"argument --out: unknown image type {args.out!r} (use .png)")
+    if args.logdir is not None:
+        ancestor = os.path.abspath(args.logdir)
+        while not os.path.exists(ancestor):
+            ancestor = os.path.dirname(ancestor)
+        if not os.path.isdir(ancestor):
+            p.error(f"argument --logdir: cannot create {args.logdir!r} under the file {ancestor!r}")
     return p, args
 
 

@@ -30,13 +30,13 @@ sys.path.insert(0, str(ROOT))
 OFFLINE = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9", "no_proxy": ""}
 # One thread each: the tests run two scripts side by side, and 2x2 OpenMP threads on 2 cores crawl.
 ENV = {**os.environ, **OFFLINE, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-# variant -> (script, extra flags, TensorBoard tag prefix, batch size). The tiny training set has 320 images:
-# 20 steps an epoch for gan; 5 for the others, whose step time is set by their ~10M parameters, not the batch.
+# variant -> (script, extra flags, TensorBoard tag prefix, batch size, training images). gan gets 20 steps an
+# epoch; the others 2, as their step time is set by their ~10M parameters (the handout's), not by the batch.
 VARIANTS = {
-    "gan": ("gan", [], "GAN", 16),
-    "dcgan": ("dcgan", [], "DCGAN", 64),
-    "wgan": ("wgan", ["--n-critic", "2"], "WGAN", 64),
-    "wgan-gp": ("wgan", ["--gp", "10", "--n-critic", "2"], "WGAN", 64),
+    "gan": ("gan", [], "GAN", 16, 320),
+    "dcgan": ("dcgan", [], "DCGAN", 64, 128),
+    "wgan": ("wgan", ["--n-critic", "2"], "WGAN", 64, 128),
+    "wgan-gp": ("wgan", ["--gp", "10", "--n-critic", "2"], "WGAN", 64, 128),
 }
 SCRIPTS = ["gan", "dcgan", "wgan"]
 
@@ -58,23 +58,31 @@ def tiny_split(n, seed):
     return images.clamp(0, 255).to(torch.uint8), labels.to(torch.uint8)
 
 
-@pytest.fixture(scope="session")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
+def tiny_data_root(root, n_train):
     for seed, name in enumerate(["FashionMNIST", "MNIST"]):
         raw = root / name / "raw"
         raw.mkdir(parents=True)
         # Uncompressed files: torchvision uses them as they are (a .gz would be md5-checked against the real one).
-        for split, n in [("train", 320), ("t10k", 100)]:
+        for split, n in [("train", n_train), ("t10k", 100)]:
             images, labels = tiny_split(n, seed * 10 + len(split))
             write_idx(raw / f"{split}-images-idx3-ubyte", images)
             write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
     return root
 
 
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory):
+    return tiny_data_root(tmp_path_factory.mktemp("data"), 320)
+
+
+@pytest.fixture(scope="session")
+def small_data_root(tmp_path_factory):
+    return tiny_data_root(tmp_path_factory.mktemp("small_data"), 128)
+
+
 # ===== Helpers =====
 def command(variant, *flags, data_root):
-    script, extra, _, batch = VARIANTS[variant]
+    script, extra, _, batch, _ = VARIANTS[variant]
     fast = ["--batch-size", str(batch), "--log-every", "2"]
     return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *fast, *flags]
 
@@ -139,9 +147,10 @@ def assert_same_weights(a, b):
 
 
 @pytest.fixture(scope="session", params=list(VARIANTS))
-def trained(request, data_root, tmp_path_factory):
+def trained(request, data_root, small_data_root, tmp_path_factory):
     """For one variant: a straight 2-epoch run, 1 epoch + --resume to 2, and a Ctrl-C'd run resumed to 2."""
     variant, cwd = request.param, tmp_path_factory.mktemp(request.param)
+    data_root = data_root if VARIANTS[variant][4] == 320 else small_data_root
     cmd = lambda *flags: command(variant, *flags, data_root=data_root)  # noqa: E731
     with ThreadPoolExecutor() as pool:  # the Ctrl-C run overlaps the other two: three processes, two cores
         interrupted_job = pool.submit(interrupted_run, cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
@@ -160,7 +169,7 @@ def trained(request, data_root, tmp_path_factory):
         "interrupted": interrupted,
         "c_stopped_at": c_stopped_at,
         "tag": VARIANTS[variant][2],
-        "steps": 320 // VARIANTS[variant][3],
+        "steps": VARIANTS[variant][4] // VARIANTS[variant][3],
         "data_root": data_root,
     }
 
@@ -444,11 +453,15 @@ def test_perturb_bad_input_exits_2(trained, tmp_path, capsys):
     (tmp_path / "garbage.pt").write_bytes(b"\x00garbage")
     torch.save({"script": "vae", "generator_kwargs": {"latent_dim": 2}, "G": {}}, tmp_path / "vae.pt")
     (tmp_path / "narrow.txt").write_text("1 2 3\n")
+    crafted = load(ckpt)
+    crafted["generator_kwargs"]["latent_dim"] = 7
+    torch.save(crafted, tmp_path / "crafted.pt")
     cases = [
         (["--ckpt", str(tmp_path / "missing.pt")], "no file at"),
         (["--ckpt", str(tmp_path / "tensor.pt")], "is not a checkpoint of gan.py"),
         (["--ckpt", str(tmp_path / "garbage.pt")], "is not a checkpoint of ours"),
         (["--ckpt", str(tmp_path / "vae.pt")], "unknown script 'vae'"),
+        (["--ckpt", str(tmp_path / "crafted.pt")], "do not fit its weights"),
         (["--ckpt", ckpt, "--dims", "100"], "dimension 100 is outside [0, 100)"),
         (["--ckpt", ckpt, "--sweep", "-1"], "dimension -1 is outside"),
         (["--ckpt", ckpt, "--values"], "expected at least one argument"),
@@ -616,7 +629,7 @@ def test_bad_output_paths_are_refused_before_any_training(script, tmp_path, caps
 
 def test_resume_refuses_flags_it_would_ignore_and_accepts_repeated_ones(trained, capsys, monkeypatch):
     monkeypatch.chdir(trained["cwd"])
-    script, extra, _, batch = VARIANTS[trained["variant"]]
+    script, extra, _, batch, _ = VARIANTS[trained["variant"]]
     base = extra + ["--resume", "--ckpt", "a.pt", "--epochs", "2"]
     for flags, message in [(["--lr", "1e30"], "--lr: this run has"), (["--overwrite"], "--overwrite: this run has")]:
         code, err = main_exit(script, base + flags, capsys)
@@ -723,6 +736,7 @@ def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tm
         (["--vectors", str(tmp_path / "nan.txt")], "NaN or infinite"),
         (["--out", str(tmp_path / "nodir" / "x.png")], "--out: cannot write"),
         (["--out", str(tmp_path / "x.unknown")], "--out: unknown image type"),
+        (["--logdir", str(tmp_path / "nan.txt" / "tb")], "--logdir: cannot create"),
     ]:
         with pytest.raises(SystemExit) as exc:
             perturb.main(["--ckpt", str(ckpt), *flags])

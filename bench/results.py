@@ -34,6 +34,8 @@ CONFIGS = {
     "wgan": ("wgan", ["--clip", "0.01"], "wgan.py, handout (clipping 0.01)"),
     "wgan_gp": ("wgan", ["--gp", "10"], "wgan.py --gp 10 (WGAN-GP)"),
     "gan_ls": ("gan", ["--label-smoothing", "0.1"], "gan.py candidate"),
+    "gan_lr1e-4_ls": ("gan", ["--lr", "1e-4", "--label-smoothing", "0.1"], "gan.py candidate"),
+    "gan_h512_ls": ("gan", ["--hidden-dim", "512", "--label-smoothing", "0.1"], "gan.py candidate"),
     "gan_h1024_ls": ("gan", ["--hidden-dim", "1024", "--label-smoothing", "0.1"], "gan.py candidate"),
     "dcgan_lr1e-4": ("dcgan", ["--lr", "1e-4"], "dcgan.py candidate"),
     "dcgan_ls": ("dcgan", ["--label-smoothing", "0.1"], "dcgan.py candidate"),
