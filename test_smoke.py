@@ -777,11 +777,11 @@ def test_resuming_a_copied_checkpoint_leaves_the_original_run_alone(trained, tmp
     original = run_dir_of(trained, "a.pt")
     before = {f.name: f.stat().st_mtime_ns for f in original.iterdir()}
     (tmp_path / "copy.pt").write_bytes((trained["cwd"] / "a.pt").read_bytes())
-    argv = ["--data-root", str(trained["data_root"]), "--epochs", "3", "--resume", "--logdir", str(tmp_path / "runs")]
-    run_main("gan", [*argv, "--ckpt", str(tmp_path / "copy.pt")])
+    argv = ["--data-root", str(trained["data_root"]), "--epochs", "3", "--resume", "--logdir", str(original.parent)]
+    run_main("gan", [*argv, "--ckpt", str(tmp_path / "copy.pt")])  # the same --logdir as the original run
     assert {f.name: f.stat().st_mtime_ns for f in original.iterdir()} == before
     new = run_dir_of({"cwd": tmp_path}, "copy.pt")
-    assert new.parent == tmp_path / "runs" and (new / "progress.png").exists()
+    assert new != original and new.parent == original.parent and (new / "progress.png").exists()
     assert sorted(f.name for f in new.glob("samples_*.png")) == [
         "samples_000pct_epoch000.png",  # from the samples the checkpoint keeps of every epoch
         "samples_025pct_epoch001.png",
