@@ -174,6 +174,237 @@ def trained(request, data_root, small_data_root, tmp_path_factory):
     }
 
 
+# ===== The algorithm, pinned: each objective moves the intended way =====
+def small_nets(script, seed=0):
+    """The script's own networks (gan.py's at a small width), seeded, with the script's optimisers."""
+    module = importlib.import_module(script)
+    torch.manual_seed(seed)
+    if script == "gan":
+        G, D = module.Generator(16, 32, 784), module.Discriminator(784, 32)
+    else:
+        G, D = module.Generator(16), module.Discriminator()
+    if script == "wgan":
+        with torch.no_grad():  # start from a critic that clipping already allows
+            for p in D.parameters():
+                p.clamp_(-0.01, 0.01)
+    return module, G, D
+
+
+def real_batch(n=32, seed=0):
+    images, _ = tiny_split(n, seed)
+    import gan
+
+    return gan.to_unit(images.unsqueeze(1))
+
+
+def d_step(script, module, G, D, real, real_label=1.0):
+    optim_D = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    if script == "wgan":
+        return module.train_discriminator(real, D, G, optim_D, 16, 0.01, None)
+    return module.train_discriminator(real, D, G, torch.nn.BCELoss(), optim_D, 16, real_label)
+
+
+def scores_of(D, G, real, z, flat):
+    with torch.no_grad():
+        fake = G(z)
+        return D(real.flatten(1) if flat else real).mean().item(), D(fake.flatten(1) if flat else fake).mean().item()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_d_step_raises_d_on_real_and_lowers_it_on_fake(script):
+    module, G, D = small_nets(script)
+    real, z, flat = real_batch(), torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
+    G.eval()  # the same fakes before and after: batch norm in eval mode
+    real_before, fake_before = scores_of(D, G, real, z, flat)
+    for _ in range(3):
+        d_step(script, module, G, D, real)
+    real_after, fake_after = scores_of(D, G, real, z, flat)
+    if script == "wgan":  # a critic is defined up to a constant: only the gap between real and fake is its objective
+        assert real_after - fake_after > real_before - fake_before
+    else:
+        assert real_after > real_before and fake_after < fake_before, (real_before, real_after, fake_before, fake_after)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_g_step_raises_d_of_g_of_z(script):
+    module, G, D = small_nets(script)
+    z, flat = torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
+    optim_G = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
+
+    def d_of_g():
+        G.eval()
+        with torch.no_grad():
+            fake = G(z)
+            score = D(fake.flatten(1) if flat else fake).mean().item()
+        G.train()
+        return score
+
+    before = d_of_g()
+    for _ in range(3):
+        if script == "wgan":
+            module.train_generator(D, G, optim_G, 32, 16, "cpu")
+        else:
+            module.train_generator(D, G, torch.nn.BCELoss(), optim_G, 32, 16, "cpu")
+    assert d_of_g() > before
+    assert all(p.grad is None for p in D.parameters())  # the G step leaves D alone
+
+
+@pytest.mark.parametrize("script", ["gan", "dcgan"])
+@pytest.mark.parametrize("real_label", [1.0, 0.9])
+def test_the_d_loss_is_bce_with_real_label_and_fake_label_0(script, real_label):
+    module, G, D = small_nets(script)
+    real, flat = real_batch(), script == "gan"
+    state = torch.get_rng_state()
+    z = torch.randn(32, 16)  # the noise the step will draw
+    torch.set_rng_state(state)
+    with torch.no_grad():
+        G.train()
+        out_real, out_fake = D(real.flatten(1) if flat else real), D(G(z))
+        bce = torch.nn.functional.binary_cross_entropy
+        expected = bce(out_real, torch.full_like(out_real, real_label)) + bce(out_fake, torch.zeros_like(out_fake))
+    loss_D, _, _ = d_step(script, module, G, D, real, real_label)
+    assert loss_D.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_label_smoothing_reaches_the_d_step(data_root, tmp_path):
+    argv = ["--data-root", str(data_root), "--batch-size", "16", "--epochs", "1", "--hidden-dim", "32"]
+    for name, smoothing in [("plain.pt", "0"), ("smooth.pt", "0.1")]:
+        flags = ["--label-smoothing", smoothing, "--ckpt", str(tmp_path / name), "--logdir", str(tmp_path / "runs")]
+        run_main("gan", [*argv, *flags])
+    plain, smooth = load(tmp_path / "plain.pt"), load(tmp_path / "smooth.pt")
+    assert smooth["args"]["label_smoothing"] == 0.1
+    assert not torch.equal(plain["D"]["model.0.weight"], smooth["D"]["model.0.weight"])
+
+
+def test_wgan_losses_have_the_papers_signs():
+    import wgan
+
+    module, G, D = small_nets("wgan")
+    real = real_batch()
+    state = torch.get_rng_state()
+    loss_D, w, _ = d_step("wgan", module, G, D, real)
+    torch.set_rng_state(state)
+    assert loss_D.item() == pytest.approx(-w.item())  # critic loss = mean D(fake) - mean D(real)
+    assert max(p.abs().max().item() for p in D.parameters()) <= 0.01  # clipped after the step
+    optim_G = torch.optim.RMSprop(G.parameters(), lr=1e-4)
+    G.eval()
+    with torch.no_grad():
+        state = torch.get_rng_state()
+        expected = -D(G(torch.randn(32, 16))).mean().item()
+        torch.set_rng_state(state)
+    G.eval()
+    loss_G = wgan.train_generator(D, G, optim_G, 32, 16, "cpu")
+    assert loss_G.item() == pytest.approx(expected, rel=1e-5)
+
+
+class LinearCritic(torch.nn.Module):
+    """D(x) = <w, x> with |w| = scale: its gradient norm is `scale` everywhere."""
+
+    def __init__(self, scale):
+        super().__init__()
+        w = torch.randn(784, generator=torch.Generator().manual_seed(0))
+        self.w = torch.nn.Parameter(w / w.norm() * scale)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.w
+
+
+def test_the_gradient_penalty_is_per_sample_and_trains_the_critic():
+    import wgan
+
+    real, fake = real_batch(16), real_batch(16, seed=1)
+    assert wgan.gradient_penalty(LinearCritic(1.0), real, fake).item() == pytest.approx(0, abs=1e-8)
+    assert wgan.gradient_penalty(LinearCritic(2.0), real, fake).item() == pytest.approx(1, rel=1e-5)
+    _, _, D = small_nets("wgan")
+    wgan.gradient_penalty(D, real, fake).backward()  # needs create_graph: the penalty must reach D's weights
+    weights = [p for name, p in D.named_parameters() if name.endswith("weight")]  # biases do not move grad_x D
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
+
+
+# ===== The small pure pieces, exactly =====
+def test_images_are_scaled_to_minus_one_one():
+    import gan
+
+    assert gan.to_unit(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
+
+
+def test_the_epoch_order_is_a_fresh_permutation_each_epoch_and_repeats_per_seed_and_epoch():
+    import gan
+
+    first, second = gan.epoch_order(100, 0, 0, "cpu"), gan.epoch_order(100, 0, 1, "cpu")
+    assert sorted(first.tolist()) == list(range(100)) and not torch.equal(first, second)
+    assert torch.equal(first, gan.epoch_order(100, 0, 0, "cpu"))
+    assert not torch.equal(first, gan.epoch_order(100, 1, 0, "cpu"))
+
+
+@pytest.mark.parametrize("script", ["dcgan", "wgan"])
+def test_sampling_is_independent_of_the_batch_and_leaves_batch_norm_alone(script):
+    module, G, _ = small_nets(script)
+    G.train()
+    z = torch.randn(8, 16)
+    buffers = {k: v.clone() for k, v in G.state_dict().items()}
+    alone = torch.cat([module.sample(G, z[i : i + 1]) for i in range(8)])
+    assert torch.allclose(module.sample(G, z), alone, atol=1e-5)
+    assert all(torch.equal(buffers[k], v) for k, v in G.state_dict().items()) and G.training
+
+
+def test_perturb_and_evaluate_use_the_generator_in_eval_mode(trained, tmp_path):
+    if trained["variant"] != "dcgan":
+        pytest.skip("a batch-norm generator shows it")
+    import evaluate as ev
+    import perturb
+
+    G, latent = perturb.load_generator(None, str(trained["cwd"] / "a.pt"))
+    assert not G.training
+    _, G = ev.load_checkpoint(None, str(trained["cwd"] / "a.pt"))
+    G.train()
+    assert torch.allclose(ev.generate(G, 100, 10, 0, batch=10)[:2], ev.generate(G, 100, 10, 0, batch=2)[:2], atol=1e-5)
+
+
+def figure_args(**overrides):
+    base = dict(samples_only=False, sweep=None, interpolate=False, slerp=False, mode="add", steps=3)
+    return argparse.Namespace(**{**base, "dims": [1], "values": [-2.0, 3.0], "range": [-1.0, 1.0], **overrides})
+
+
+def test_perturb_figure_vectors():
+    import perturb
+
+    z = torch.arange(8.0).view(2, 4)
+    grid, labels, _ = perturb.figure(figure_args(), z)
+    assert grid[0, :, 1].tolist() == [-1.0, 3.0] and grid[1, :, 1].tolist() == [4.0, 8.0]  # add
+    assert torch.equal(grid[:, :, [0, 2, 3]], z[:, [0, 2, 3]].expand(2, 2, 3)) and labels == ["dim 1 -2", "dim 1 +3"]
+    grid, _, _ = perturb.figure(figure_args(mode="set"), z)
+    assert grid[:, :, 1].tolist() == [[-2.0, -2.0], [3.0, 3.0]]  # set
+    grid, _, _ = perturb.figure(figure_args(sweep=2), z)
+    assert grid[0, :, 2].tolist() == [1.0, 2.0, 3.0] and grid[1, :, 2].tolist() == [5.0, 6.0, 7.0]  # 2 + [-1, 0, 1]
+    for slerp in [False, True]:
+        grid, _, _ = perturb.figure(figure_args(interpolate=True, slerp=slerp), z)
+        assert torch.allclose(grid[0, 0], z[0]) and torch.allclose(grid[0, -1], z[1])  # the end points
+    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
+    assert perturb.slerp(a, b, 0.5).norm().item() == pytest.approx(3.0)  # on the sphere, not inside it
+    zero = torch.zeros(2)
+    assert torch.equal(perturb.slerp(zero, b, 0.0), zero) and torch.equal(perturb.slerp(zero, b, 1.0), b)
+
+
+def test_evaluate_metrics_on_constructed_features():
+    import evaluate as ev
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(400, 8, generator=g)
+    tight = torch.randn(400, 8, generator=g) * 0.05  # all samples in one small, realistic spot
+    one_class = torch.zeros(400, 10)
+    one_class[:, 3] = 10.0
+    s = ev.scores(tight, one_class, ref, 5)
+    assert s["precision"] > 0.9 and s["recall"] < 0.1
+    assert s["classes_covered"] == 1 and s["kl_uniform"] == pytest.approx(math.log(10))
+    balanced = torch.eye(10).repeat(40, 1) * 10
+    s = ev.scores(ref.clone(), balanced, ref, 5)
+    assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
+    assert s["fid"] == pytest.approx(0, abs=1e-6) and s["precision"] == 1 and s["recall"] == 1
+    uneven = torch.eye(10)[[0] * 20 + [1] * 19 + list(range(2, 9)) * 40 + [9] * 81] * 10  # 400 samples
+    assert ev.scores(ref, uneven, ref, 5)["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
+
+
 # ===== Training runs =====
 def test_progress_lines_follow_the_handout(trained):
     lines, steps = step_lines(trained["straight"]), trained["steps"]
@@ -789,237 +1020,6 @@ def test_resuming_a_copied_checkpoint_leaves_the_original_run_alone(trained, tmp
         "samples_075pct_epoch003.png",
         "samples_100pct_epoch003.png",
     ]
-
-
-# ===== The algorithm, pinned: each objective moves the intended way =====
-def small_nets(script, seed=0):
-    """The script's own networks (gan.py's at a small width), seeded, with the script's optimisers."""
-    module = importlib.import_module(script)
-    torch.manual_seed(seed)
-    if script == "gan":
-        G, D = module.Generator(16, 32, 784), module.Discriminator(784, 32)
-    else:
-        G, D = module.Generator(16), module.Discriminator()
-    if script == "wgan":
-        with torch.no_grad():  # start from a critic that clipping already allows
-            for p in D.parameters():
-                p.clamp_(-0.01, 0.01)
-    return module, G, D
-
-
-def real_batch(n=32, seed=0):
-    images, _ = tiny_split(n, seed)
-    import gan
-
-    return gan.to_unit(images.unsqueeze(1))
-
-
-def d_step(script, module, G, D, real, real_label=1.0):
-    optim_D = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    if script == "wgan":
-        return module.train_discriminator(real, D, G, optim_D, 16, 0.01, None)
-    return module.train_discriminator(real, D, G, torch.nn.BCELoss(), optim_D, 16, real_label)
-
-
-def scores_of(D, G, real, z, flat):
-    with torch.no_grad():
-        fake = G(z)
-        return D(real.flatten(1) if flat else real).mean().item(), D(fake.flatten(1) if flat else fake).mean().item()
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_d_step_raises_d_on_real_and_lowers_it_on_fake(script):
-    module, G, D = small_nets(script)
-    real, z, flat = real_batch(), torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
-    G.eval()  # the same fakes before and after: batch norm in eval mode
-    real_before, fake_before = scores_of(D, G, real, z, flat)
-    for _ in range(3):
-        d_step(script, module, G, D, real)
-    real_after, fake_after = scores_of(D, G, real, z, flat)
-    if script == "wgan":  # a critic is defined up to a constant: only the gap between real and fake is its objective
-        assert real_after - fake_after > real_before - fake_before
-    else:
-        assert real_after > real_before and fake_after < fake_before, (real_before, real_after, fake_before, fake_after)
-
-
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_a_g_step_raises_d_of_g_of_z(script):
-    module, G, D = small_nets(script)
-    z, flat = torch.randn(32, 16, generator=torch.Generator().manual_seed(1)), script == "gan"
-    optim_G = torch.optim.Adam(G.parameters(), lr=1e-3, betas=(0.5, 0.999))
-
-    def d_of_g():
-        G.eval()
-        with torch.no_grad():
-            fake = G(z)
-            score = D(fake.flatten(1) if flat else fake).mean().item()
-        G.train()
-        return score
-
-    before = d_of_g()
-    for _ in range(3):
-        if script == "wgan":
-            module.train_generator(D, G, optim_G, 32, 16, "cpu")
-        else:
-            module.train_generator(D, G, torch.nn.BCELoss(), optim_G, 32, 16, "cpu")
-    assert d_of_g() > before
-    assert all(p.grad is None for p in D.parameters())  # the G step leaves D alone
-
-
-@pytest.mark.parametrize("script", ["gan", "dcgan"])
-@pytest.mark.parametrize("real_label", [1.0, 0.9])
-def test_the_d_loss_is_bce_with_real_label_and_fake_label_0(script, real_label):
-    module, G, D = small_nets(script)
-    real, flat = real_batch(), script == "gan"
-    state = torch.get_rng_state()
-    z = torch.randn(32, 16)  # the noise the step will draw
-    torch.set_rng_state(state)
-    with torch.no_grad():
-        G.train()
-        out_real, out_fake = D(real.flatten(1) if flat else real), D(G(z))
-        bce = torch.nn.functional.binary_cross_entropy
-        expected = bce(out_real, torch.full_like(out_real, real_label)) + bce(out_fake, torch.zeros_like(out_fake))
-    loss_D, _, _ = d_step(script, module, G, D, real, real_label)
-    assert loss_D.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
-def test_label_smoothing_reaches_the_d_step(data_root, tmp_path):
-    argv = ["--data-root", str(data_root), "--batch-size", "16", "--epochs", "1", "--hidden-dim", "32"]
-    for name, smoothing in [("plain.pt", "0"), ("smooth.pt", "0.1")]:
-        flags = ["--label-smoothing", smoothing, "--ckpt", str(tmp_path / name), "--logdir", str(tmp_path / "runs")]
-        run_main("gan", [*argv, *flags])
-    plain, smooth = load(tmp_path / "plain.pt"), load(tmp_path / "smooth.pt")
-    assert smooth["args"]["label_smoothing"] == 0.1
-    assert not torch.equal(plain["D"]["model.0.weight"], smooth["D"]["model.0.weight"])
-
-
-def test_wgan_losses_have_the_papers_signs():
-    import wgan
-
-    module, G, D = small_nets("wgan")
-    real = real_batch()
-    state = torch.get_rng_state()
-    loss_D, w, _ = d_step("wgan", module, G, D, real)
-    torch.set_rng_state(state)
-    assert loss_D.item() == pytest.approx(-w.item())  # critic loss = mean D(fake) - mean D(real)
-    assert max(p.abs().max().item() for p in D.parameters()) <= 0.01  # clipped after the step
-    optim_G = torch.optim.RMSprop(G.parameters(), lr=1e-4)
-    G.eval()
-    with torch.no_grad():
-        state = torch.get_rng_state()
-        expected = -D(G(torch.randn(32, 16))).mean().item()
-        torch.set_rng_state(state)
-    G.eval()
-    loss_G = wgan.train_generator(D, G, optim_G, 32, 16, "cpu")
-    assert loss_G.item() == pytest.approx(expected, rel=1e-5)
-
-
-class LinearCritic(torch.nn.Module):
-    """D(x) = <w, x> with |w| = scale: its gradient norm is `scale` everywhere."""
-
-    def __init__(self, scale):
-        super().__init__()
-        w = torch.randn(784, generator=torch.Generator().manual_seed(0))
-        self.w = torch.nn.Parameter(w / w.norm() * scale)
-
-    def forward(self, x):
-        return x.flatten(1) @ self.w
-
-
-def test_the_gradient_penalty_is_per_sample_and_trains_the_critic():
-    import wgan
-
-    real, fake = real_batch(16), real_batch(16, seed=1)
-    assert wgan.gradient_penalty(LinearCritic(1.0), real, fake).item() == pytest.approx(0, abs=1e-8)
-    assert wgan.gradient_penalty(LinearCritic(2.0), real, fake).item() == pytest.approx(1, rel=1e-5)
-    _, _, D = small_nets("wgan")
-    wgan.gradient_penalty(D, real, fake).backward()  # needs create_graph: the penalty must reach D's weights
-    weights = [p for name, p in D.named_parameters() if name.endswith("weight")]  # biases do not move grad_x D
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
-
-
-# ===== The small pure pieces, exactly =====
-def test_images_are_scaled_to_minus_one_one():
-    import gan
-
-    assert gan.to_unit(torch.tensor([0, 255], dtype=torch.uint8)).tolist() == [-1.0, 1.0]
-
-
-def test_the_epoch_order_is_a_fresh_permutation_each_epoch_and_repeats_per_seed_and_epoch():
-    import gan
-
-    first, second = gan.epoch_order(100, 0, 0, "cpu"), gan.epoch_order(100, 0, 1, "cpu")
-    assert sorted(first.tolist()) == list(range(100)) and not torch.equal(first, second)
-    assert torch.equal(first, gan.epoch_order(100, 0, 0, "cpu"))
-    assert not torch.equal(first, gan.epoch_order(100, 1, 0, "cpu"))
-
-
-@pytest.mark.parametrize("script", ["dcgan", "wgan"])
-def test_sampling_is_independent_of_the_batch_and_leaves_batch_norm_alone(script):
-    module, G, _ = small_nets(script)
-    G.train()
-    z = torch.randn(8, 16)
-    buffers = {k: v.clone() for k, v in G.state_dict().items()}
-    alone = torch.cat([module.sample(G, z[i : i + 1]) for i in range(8)])
-    assert torch.allclose(module.sample(G, z), alone, atol=1e-5)
-    assert all(torch.equal(buffers[k], v) for k, v in G.state_dict().items()) and G.training
-
-
-def test_perturb_and_evaluate_use_the_generator_in_eval_mode(trained, tmp_path):
-    if trained["variant"] != "dcgan":
-        pytest.skip("a batch-norm generator shows it")
-    import evaluate as ev
-    import perturb
-
-    G, latent = perturb.load_generator(None, str(trained["cwd"] / "a.pt"))
-    assert not G.training
-    _, G = ev.load_checkpoint(None, str(trained["cwd"] / "a.pt"))
-    G.train()
-    assert torch.allclose(ev.generate(G, 100, 10, 0, batch=10)[:2], ev.generate(G, 100, 10, 0, batch=2)[:2], atol=1e-5)
-
-
-def figure_args(**overrides):
-    base = dict(samples_only=False, sweep=None, interpolate=False, slerp=False, mode="add", steps=3)
-    return argparse.Namespace(**{**base, "dims": [1], "values": [-2.0, 3.0], "range": [-1.0, 1.0], **overrides})
-
-
-def test_perturb_figure_vectors():
-    import perturb
-
-    z = torch.arange(8.0).view(2, 4)
-    grid, labels, _ = perturb.figure(figure_args(), z)
-    assert grid[0, :, 1].tolist() == [-1.0, 3.0] and grid[1, :, 1].tolist() == [4.0, 8.0]  # add
-    assert torch.equal(grid[:, :, [0, 2, 3]], z[:, [0, 2, 3]].expand(2, 2, 3)) and labels == ["dim 1 -2", "dim 1 +3"]
-    grid, _, _ = perturb.figure(figure_args(mode="set"), z)
-    assert grid[:, :, 1].tolist() == [[-2.0, -2.0], [3.0, 3.0]]  # set
-    grid, _, _ = perturb.figure(figure_args(sweep=2), z)
-    assert grid[0, :, 2].tolist() == [1.0, 2.0, 3.0] and grid[1, :, 2].tolist() == [5.0, 6.0, 7.0]  # 2 + [-1, 0, 1]
-    for slerp in [False, True]:
-        grid, _, _ = perturb.figure(figure_args(interpolate=True, slerp=slerp), z)
-        assert torch.allclose(grid[0, 0], z[0]) and torch.allclose(grid[0, -1], z[1])  # the end points
-    a, b = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])
-    assert perturb.slerp(a, b, 0.5).norm().item() == pytest.approx(3.0)  # on the sphere, not inside it
-    zero = torch.zeros(2)
-    assert torch.equal(perturb.slerp(zero, b, 0.0), zero) and torch.equal(perturb.slerp(zero, b, 1.0), b)
-
-
-def test_evaluate_metrics_on_constructed_features():
-    import evaluate as ev
-
-    g = torch.Generator().manual_seed(0)
-    ref = torch.randn(400, 8, generator=g)
-    tight = torch.randn(400, 8, generator=g) * 0.05  # all samples in one small, realistic spot
-    one_class = torch.zeros(400, 10)
-    one_class[:, 3] = 10.0
-    s = ev.scores(tight, one_class, ref, 5)
-    assert s["precision"] > 0.9 and s["recall"] < 0.1
-    assert s["classes_covered"] == 1 and s["kl_uniform"] == pytest.approx(math.log(10))
-    balanced = torch.eye(10).repeat(40, 1) * 10
-    s = ev.scores(ref.clone(), balanced, ref, 5)
-    assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
-    assert s["fid"] == pytest.approx(0, abs=1e-6) and s["precision"] == 1 and s["recall"] == 1
-    uneven = torch.eye(10)[[0] * 20 + [1] * 19 + list(range(2, 9)) * 40 + [9] * 81] * 10  # 400 samples
-    assert ev.scores(ref, uneven, ref, 5)["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
 
 
 # ===== A short learning test: a GAN that does not learn fails =====
