@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SELECT = {
     "gan.py": "not dcgan and not wgan",
     "dcgan.py": "dcgan or one_image or batch_norm",
-    "wgan.py": "wgan",
+    "wgan.py": "wgan or gradient_penalty",
     "perturb.py": "perturb and not dcgan and not wgan",
     "evaluate.py": "evaluate",
 }
