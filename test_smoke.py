@@ -7,7 +7,9 @@ attempt fails at once instead of reaching the network.
 """
 
 import argparse
+import contextlib
 import importlib
+import io
 import json
 import math
 import os
@@ -87,18 +89,6 @@ def command(variant, *flags, data_root):
     return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *fast, *flags]
 
 
-def run_all(commands, cwd):
-    """Runs commands side by side (the import of torch dominates tiny runs) and returns their results."""
-    procs = [
-        subprocess.Popen(c, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for c in commands
-    ]
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
-    for c, (rc, out, err) in zip(commands, results, strict=True):
-        assert rc == 0, f"{' '.join(c)}\n{out}\n{err}"
-    return [out for _, out, _ in results]
-
-
 def interrupted_run(cmd, cwd):
     """Starts a run, sends Ctrl-C after its first progress line, and returns (status, output)."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -129,6 +119,18 @@ def run_main(script, argv):
         signal.signal(signal.SIGINT, handler)
 
 
+def run_quietly(script, argv):
+    """run_main on one thread, as the subprocesses run (OMP_NUM_THREADS=1): the same arithmetic, bit for bit."""
+    threads, out = torch.get_num_threads(), io.StringIO()
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(out):
+            run_main(script, argv)
+    finally:
+        torch.set_num_threads(threads)
+    return out.getvalue()
+
+
 def events(run_dir):
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
@@ -152,15 +154,19 @@ def trained(request, data_root, small_data_root, tmp_path_factory):
     variant, cwd = request.param, tmp_path_factory.mktemp(request.param)
     data_root = data_root if VARIANTS[variant][4] == 320 else small_data_root
     cmd = lambda *flags: command(variant, *flags, data_root=data_root)  # noqa: E731
-    with ThreadPoolExecutor() as pool:  # the Ctrl-C run overlaps the other two: three processes, two cores
+
+    def run(name, *flags):  # in this process: a subprocess spends ~6 s importing torch and torchvision
+        argv = [*cmd(*flags)[2:], "--ckpt", str(cwd / name), "--logdir", str(cwd / "runs")]
+        return run_quietly(VARIANTS[variant][0], argv)
+
+    with ThreadPoolExecutor(1) as pool:  # the Ctrl-C run needs a real process to signal; it runs beside the others
         interrupted_job = pool.submit(interrupted_run, cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
-        straight, first = run_all([cmd("--epochs", "2", "--ckpt", "a.pt"), cmd("--epochs", "1", "--ckpt", "b.pt")], cwd)
+        straight, first = run("a.pt", "--epochs", "2"), run("b.pt", "--epochs", "1")
         rc, interrupted = interrupted_job.result()
     assert rc == 130, interrupted
     c_stopped_at = load(cwd / "c.pt")
-    run_all(
-        [cmd("--epochs", "2", "--ckpt", "b.pt", "--resume"), cmd("--epochs", "2", "--ckpt", "c.pt", "--resume")], cwd
-    )
+    run("b.pt", "--epochs", "2", "--resume")
+    run("c.pt", "--epochs", "2", "--resume")
     return {
         "variant": variant,
         "cwd": cwd,

@@ -13,6 +13,8 @@ tuned recipe. --figure draws one row of samples per configuration from the seed-
 """
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -26,6 +28,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import evaluate  # noqa: E402 (from the repository root above)
 
 # name -> (script, flags, what it is). The handout's defaults first, then the candidates tried for each script.
 CONFIGS = {
@@ -116,7 +119,6 @@ def cell(value, digits):
 
 def figure(args, names, path):
     """One row of 10 samples (the same z) per configuration, seed 0, labelled: the table as pictures."""
-    import evaluate
     import gan
 
     tiles, labels = [], []
@@ -139,8 +141,8 @@ def main(argv=None):
         logs = dict(zip(jobs, pool.map(lambda job: train(args, *job), jobs), strict=True))
     ckpts = [str(Path(args.out) / f"{name}_seed{seed}.pt") for name, seed in jobs]
     scores = Path(args.out) / "scores.json"
-    cmd = [sys.executable, str(ROOT / "evaluate.py"), *ckpts, "--data-root", args.data_root, "--n", str(args.n)]
-    subprocess.run([*cmd, "--json", str(scores)], check=True, stdout=subprocess.DEVNULL)
+    with contextlib.redirect_stdout(io.StringIO()):  # its own table is per checkpoint; ours is per configuration
+        evaluate.main([*ckpts, "--data-root", args.data_root, "--n", str(args.n), "--json", str(scores)])
     result = table(args, names, json.loads(scores.read_text())["rows"], logs)
     (Path(args.out) / "table.md").write_text(result + "\n")
     print(result)
