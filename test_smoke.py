@@ -825,6 +825,7 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
     crafted["generator_kwargs"]["hidden_dim"] = 64  # does not fit the weights
     torch.save(crafted, tmp_path / "crafted.pt")
     (tmp_path / "file").write_text("")
+    truncated = corrupt_copy(data_root, tmp_path / "t", "t10k-images-idx3-ubyte", lambda f: f.write_bytes(b"\0" * 99))
     cases = [
         ([str(tmp_path / "missing.pt")], "no checkpoint at"),
         ([str(tmp_path / "foreign.pt")], "is not a checkpoint of gan.py"),
@@ -835,6 +836,7 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
         ([ckpt, "--json", str(tmp_path / "nodir" / "s.json")], "--json: cannot write"),
         ([ckpt, "--export", str(tmp_path / "file")], "--export: "),
         ([ckpt, "--classifier-steps", "5"], "only with --retrain-classifier"),
+        ([ckpt, "--data-root", str(truncated)], "t10k-images-idx3-ubyte is truncated or corrupt"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as exc:
