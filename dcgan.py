@@ -34,7 +34,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 SCRIPT = "dcgan"
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
-RESUMABLE = ("epochs", "ckpt", "resume", "device", "data_root", "logdir", "log_every")  # the others are the run's own
+# Flags a resumed run may change; the others are the run's own.
+RESUMABLE = ("epochs", "ckpt", "resume", "device", "data_root", "logdir", "log_every", "cuda_graph")
 BCE_CLAMP = 100.0  # BCELoss clamps log(0) to -100: a loss of 100 means D is certain, and wrong or right forever
 
 
@@ -77,6 +78,12 @@ def parse_args(argv=None):
     p.add_argument("--label-smoothing", type=float, default=0.0, help="real label = 1 - this (0.1 gives 0.9)")
     p.add_argument("--seed", type=seed, default=0, help="seeds weights, noise and data order, in [0, 2^32)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument(
+        "--cuda-graph",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="on a GPU, replay each training step as one CUDA graph (same steps, fewer launches)",
+    )
     p.add_argument("--logdir", default="runs", help="TensorBoard runs go to <logdir>/<run name>")
     p.add_argument(
         "--log-every", type=positive(int), default=100, help="progress line every N steps (TensorBoard: every step)"
@@ -161,6 +168,52 @@ def train_generator(D, G, loss_func, optim_G, batch_size, latent_dim, device):
     loss_G.backward()
     optim_G.step()
     return loss_G.detach()
+
+
+def train_step(real_images, D, G, loss_func, optim_D, optim_G, latent_dim, real_label):
+    """One iteration of the handout's loop: a D step, then a G step. The four logged values stay on the device."""
+    loss_D, d_x, d_gz = train_discriminator(real_images, D, G, loss_func, optim_D, latent_dim, real_label)
+    loss_G = train_generator(D, G, loss_func, optim_G, real_images.size(0), latent_dim, real_images.device)
+    return torch.stack([loss_D, loss_G, d_x, d_gz])
+
+
+# ===== Performance: each training step as one CUDA graph (GPU only; --no-cuda-graph turns it off) =====
+# Why: these networks are so small that on a GPU the time goes to Python launching a hundred tiny kernels per
+# step, not to the kernels themselves. A CUDA graph records one step's kernels once and replays them with one
+# launch: the same arithmetic, several times faster (README, "Speed"). What it records is train_step above.
+class CUDAGraphStep:
+    """Calls step(*inputs) as the eager loop would, but from call warmup + 1 on replays a recording of it.
+
+    Every call is one real training step. The warm-up calls run eagerly, so that cuDNN, cuBLAS and the optimisers
+    set up what capture cannot; the call that captures (capture only records) then replays. What changes between
+    steps must be a tensor input, copied into the recorded one, or drawn inside the step: CUDA's random numbers are
+    graph-safe, so every replay draws a new z. The optimisers must be built with capturable=True.
+    """
+
+    def __init__(self, step, warmup=3):
+        self.step, self.warmup, self.graph = step, warmup, None
+        self.stream = torch.cuda.Stream()  # warm-up and capture share a side stream, as capture needs
+
+    def __call__(self, *inputs):
+        if self.graph is None:
+            self.stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(self.stream), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")
+                if self.warmup > 0:
+                    self.warmup -= 1
+                    outputs = self.step(*inputs)
+                else:
+                    self.inputs = [x.clone() for x in inputs]
+                    self.graph = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(self.graph, stream=self.stream):
+                        self.outputs = self.step(*self.inputs)
+            torch.cuda.current_stream().wait_stream(self.stream)
+            if self.graph is None:
+                return outputs
+        for recorded, x in zip(self.inputs, inputs, strict=True):
+            recorded.copy_(x)
+        self.graph.replay()
+        return self.outputs.clone()  # the next replay overwrites self.outputs
 
 
 # ===== Helpers: data, paths, checkpoints =====
@@ -270,6 +323,14 @@ def load_checkpoint(p, path):
     if needed - ckpt.keys() or not isinstance(ckpt["args"], dict):
         p.error(f"--resume: {path} lacks {', '.join(sorted(needed - ckpt.keys())) or 'args'}: not a full checkpoint")
     return ckpt
+
+
+def own_flags(saved, optim):
+    """An optimiser's saved state with this run's implementation flags: a GPU graph run's capturable=True would
+    otherwise come back with the state and break a CPU or --no-cuda-graph run (and the reverse, the capture)."""
+    keep = ("foreach", "fused", "capturable")
+    mine = [{key: group[key] for key in keep if key in group} for group in optim.param_groups]
+    return saved | {"param_groups": [s | m for s, m in zip(saved["param_groups"], mine, strict=True)]}
 
 
 def pick_device(p, name):
@@ -394,9 +455,11 @@ def train(p, args, typed):
     G_kwargs = {"latent_dim": args.latent_dim}
     G = Generator(**G_kwargs).to(device)
     D = Discriminator().to(device)
+    graph = device.type == "cuda" and args.cuda_graph  # see CUDAGraphStep
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of a dozen per parameter
-    optim_G = torch.optim.Adam(G.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=fused)
-    optim_D = torch.optim.Adam(D.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), fused=fused)
+    adam = {"lr": args.lr, "betas": (args.beta1, args.beta2), "fused": fused, "capturable": graph}
+    optim_G = torch.optim.Adam(G.parameters(), **adam)
+    optim_D = torch.optim.Adam(D.parameters(), **adam)
     loss_func = nn.BCELoss()
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.
@@ -405,7 +468,7 @@ def train(p, args, typed):
     if ckpt is not None:
         try:
             for key, part in parts.items():
-                part.load_state_dict(ckpt[key])
+                part.load_state_dict(own_flags(ckpt[key], part) if key.startswith("optim") else ckpt[key])
             start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
             fixed_noise, history = ckpt["fixed_noise"].to(device), ckpt.get("history", {})
             torch.set_rng_state(ckpt["rng_cpu"])
@@ -441,25 +504,30 @@ def train(p, args, typed):
     if ckpt is None:
         history[0] = to_uint8(sample(G, fixed_noise))
         writer.add_image("Generated Images", torchvision.utils.make_grid(history[0]), 0)
-    print(f"{SCRIPT}.py on {device} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
+    how = " (CUDA graph; --no-cuda-graph for eager)" if graph else ""
+    print(f"{SCRIPT}.py on {device}{how} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
 
+    real_label = 1.0 - args.label_smoothing
+
+    def step(batch):  # the loop's body; on a GPU it is recorded once and replayed (see CUDAGraphStep)
+        return train_step(to_unit(images[batch]), D, G, loss_func, optim_D, optim_G, args.latent_dim, real_label)
+
+    graphed_step = CUDAGraphStep(step) if graph else step
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # Ctrl-C: finish the step, save, exit
-    real_label = 1.0 - args.label_smoothing
     for epoch in range(start_epoch, args.epochs):
         order = epoch_order(n, args.seed, epoch, device)
         t0, pending, first = time.perf_counter(), [], start_step if epoch == start_epoch else 0
         for i in range(first, steps):
             end = (i + 1) * args.batch_size if i + 1 < steps else n  # the last batch takes what is left
-            real = to_unit(images[order[i * args.batch_size : end]])
-            try:
-                loss_D, d_x, d_gz = train_discriminator(real, D, G, loss_func, optim_D, args.latent_dim, real_label)
-                loss_G = train_generator(D, G, loss_func, optim_G, real.size(0), args.latent_dim, device)
+            batch = order[i * args.batch_size : end]
+            try:  # the last, smaller batch runs eagerly: a graph replays one shape
+                losses = graphed_step(batch) if batch.size(0) == args.batch_size else step(batch)
             except RuntimeError as e:  # BCELoss refuses NaN probabilities: the weights have diverged
                 if "between 0 and 1" not in str(e):
                     raise
                 diverged(args, epoch, i + 1)
-            pending.append(torch.stack([loss_D, loss_G, d_x, d_gz]))  # stays on the device: no sync per step
+            pending.append(losses)  # stays on the device: no sync per step
             if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:
                 values, pending = torch.stack(pending).cpu(), []  # one sync per log line
                 if not torch.isfinite(values).all():
@@ -497,7 +565,7 @@ def train(p, args, typed):
         writer.add_image("Generated Images", torchvision.utils.make_grid(history[epoch + 1]), epoch + 1)
         save_checkpoint(args.ckpt, state(epoch + 1, 0))
         print(
-            f"Epoch {epoch:02d} | {seconds:.1f} s | {seen / seconds:.0f} img/s | Loss_D {mean[0]:.4f} | "
+            f"Epoch {epoch:02d} | {seconds:.2f} s | {seen / seconds:.0f} img/s | Loss_D {mean[0]:.4f} | "
             f"Loss_G {mean[1]:.4f} | D(x) {mean[2]:.3f} | D(G(z)) {mean[3]:.3f}"
         )
 

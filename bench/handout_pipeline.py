@@ -6,6 +6,7 @@ our script, so the only difference from `python <script>.py --epochs 1` is the i
 training-loop plumbing.
 
     python bench/handout_pipeline.py gan           # prints seconds for one epoch
+    python bench/handout_pipeline.py gan --epochs 3  # one line per epoch (bench/speed.py takes the later ones)
     python bench/handout_pipeline.py dcgan --device cuda
     python bench/handout_pipeline.py wgan          # 5 critic steps per batch, clipping
 """
@@ -29,7 +30,8 @@ def main():
     p.add_argument("script", choices=["gan", "dcgan", "wgan"], help="whose networks to time")
     p.add_argument("--data-root", default="./data", help="holds FashionMNIST/raw/*.gz")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
-    p.add_argument("--max-steps", type=int, default=0, help="stop after this many batches (0: whole epoch)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs to time, one line each")
+    p.add_argument("--max-steps", type=int, default=0, help="stop each epoch after this many batches (0: all)")
     args = p.parse_args()
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -76,20 +78,21 @@ def main():
         optim_G.step()
         return loss.item()
 
-    t0 = time.perf_counter()
-    steps = 0
-    for real, _ in loader:
-        real = real.to(device)
-        for _ in range(5 if args.script == "wgan" else 1):
-            d_step(real)
-        g_step(real.size(0))
-        steps += 1
-        if steps == args.max_steps:
-            break
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
-    print(f"handout pipeline | {args.script} | {device} | {steps} steps | {seconds:.2f} s")
+    for epoch in range(args.epochs):
+        t0 = time.perf_counter()
+        steps = 0
+        for real, _ in loader:
+            real = real.to(device)
+            for _ in range(5 if args.script == "wgan" else 1):
+                d_step(real)
+            g_step(real.size(0))
+            steps += 1
+            if steps == args.max_steps:
+                break
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+        print(f"handout pipeline | {args.script} | {device} | epoch {epoch} | {steps} steps | {seconds:.2f} s")
 
 
 if __name__ == "__main__":
