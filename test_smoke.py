@@ -89,13 +89,13 @@ def command(variant, *flags, data_root):
     return [sys.executable, str(ROOT / f"{script}.py"), *extra, "--data-root", str(data_root), *fast, *flags]
 
 
-def interrupted_run(cmd, cwd):
-    """Starts a run, sends Ctrl-C after its first progress line, and returns (status, output)."""
+def interrupted_run(cmd, cwd, after=1):
+    """Starts a run, sends Ctrl-C after its `after`-th progress line, and returns (status, output)."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in proc.stdout:
         lines.append(line)
-        if "| Step " in line:
+        if len(step_lines("".join(lines))) == after:
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
@@ -1052,6 +1052,97 @@ def test_gan_learns_the_bars(data_root, tmp_path):
     data = profile(images.unsqueeze(1))
     untrained, trained = (profile(history[0]) - data).abs().mean(), (profile(history[10]) - data).abs().mean()
     assert trained < 0.25 * untrained, (trained, untrained)  # measured: 3.1 against 84.5
+
+
+# ===== The CUDA-graph path: its CPU-visible parts here, the GPU tests below =====
+def test_a_checkpoint_of_a_graph_run_resumes_with_this_runs_optimiser_flags(trained, tmp_path):
+    """A GPU graph run saves capturable=True; a CPU resume that kept it would crash (RMSprop) or run it uncaptured."""
+    ckpt = load(trained["cwd"] / "a.pt")
+    for key in ["optim_G", "optim_D"]:
+        for group in ckpt[key]["param_groups"]:
+            group["capturable"] = True  # as a CUDA-graph run writes it
+    ckpt["ckpt_path"] = None  # a copy: it gets a run folder of its own
+    torch.save(ckpt, tmp_path / "g.pt")
+    script, extra, *_ = VARIANTS[trained["variant"]]
+    argv = [*command(trained["variant"], data_root=trained["data_root"])[2:], "--ckpt", str(tmp_path / "g.pt")]
+    run_quietly(script, [*argv, "--logdir", str(tmp_path / "runs"), "--epochs", "3", "--resume", "--no-cuda-graph"])
+    resumed = load(tmp_path / "g.pt")
+    assert resumed["epoch"] == 3
+    assert not any(g["capturable"] for key in ["optim_G", "optim_D"] for g in resumed[key]["param_groups"])
+
+
+def test_the_cuda_graph_block_is_the_same_in_every_script():
+    import inspect
+
+    blocks = {inspect.getsource(importlib.import_module(script).CUDAGraphStep) for script in SCRIPTS}
+    assert len(blocks) == 1  # one block, the same words: diff gan.py wgan.py shows only the algorithm
+
+
+CUDA = torch.cuda.is_available()
+gpu = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (run on the device: see the README)")
+# variant -> flags for the GPU runs: 320 images at batch 48 end each epoch with a 32-image batch, the eager one.
+GPU_FLAGS = {"gan": ["--batch-size", "48"], "dcgan": ["--batch-size", "48"], "wgan": [], "wgan-gp": []}
+
+
+@gpu
+def test_a_graphed_step_is_one_real_step_per_call_with_fresh_inputs_and_noise():
+    import gan
+
+    count = torch.zeros((), device="cuda")
+
+    def step(x):
+        count.add_(1)  # in place: the graph records it, so every replay counts
+        return torch.stack([x.sum(), torch.randn((), device="cuda")])
+
+    graphed = gan.CUDAGraphStep(step, warmup=2)
+    outputs = [graphed(torch.full((4,), float(k), device="cuda")).tolist() for k in range(6)]
+    assert graphed.graph is not None and count.item() == 6  # 2 warm-up calls, the capturing call, 3 replays
+    assert [sum_ for sum_, _ in outputs] == [4.0 * k for k in range(6)]  # each call's input, not the captured one
+    assert len({z for _, z in outputs}) == 6  # a new draw every replay, not the one frozen at capture
+
+
+@gpu
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_graph_path_trains_like_the_eager_path(variant, data_root, tmp_path):
+    """Same seed, 2 epochs: every step's losses and the final weights of the graph path match the eager path's.
+
+    For --gp this also shows that the penalty's double backward reaches D inside the graph."""
+    script = VARIANTS[variant][0]
+    runs = {}
+    for name, flags in [("eager", ["--no-cuda-graph"]), ("graph", [])]:
+        argv = [*command(variant, data_root=data_root)[2:], *GPU_FLAGS[variant], "--log-every", "1"]
+        argv += ["--device", "cuda", "--epochs", "2", "--ckpt", str(tmp_path / f"{name}.pt"), *flags]
+        output = run_quietly(script, [*argv, "--logdir", str(tmp_path / name)])
+        assert ("(CUDA graph" in output) == (name == "graph"), output
+        runs[name] = load(tmp_path / f"{name}.pt")
+    tag, scalars = VARIANTS[variant][2], {name: events(run["run_dir"]) for name, run in runs.items()}
+    for loss in ["Loss_D", "Loss_G"]:
+        graph, eager = ([e.value for e in scalars[name].Scalars(f"{tag}/Step/{loss}")] for name in ["graph", "eager"])
+        assert len(graph) == len(eager) > 8 and graph == pytest.approx(eager, rel=1e-3, abs=1e-4), loss
+    for net in ["G", "D"]:
+        for key, value in runs["eager"][net].items():
+            if value.is_floating_point():
+                assert torch.allclose(runs["graph"][net][key], value, rtol=1e-3, atol=1e-5), f"{net}.{key}"
+
+
+@gpu
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_the_graph_path_survives_ctrl_c_and_resumes_across_modes(variant, data_root, tmp_path):
+    script = VARIANTS[variant][0]
+    cmd = lambda *f: [*command(variant, data_root=data_root), *GPU_FLAGS[variant], "--device", "cuda", *f]  # noqa: E731
+    rc, output = interrupted_run(cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), tmp_path, after=5)
+    assert rc == 130 and "Interrupted: saved c.pt" in output and "Traceback" not in output, output
+    assert "(CUDA graph" in output
+    argv = lambda name, *f: [*cmd("--ckpt", str(tmp_path / name), "--logdir", str(tmp_path / "runs"), *f)[2:]]  # noqa: E731
+    run_quietly(script, argv("c.pt", "--epochs", "2", "--resume"))
+    assert load(tmp_path / "c.pt")["epoch"] == 2
+    # An eager checkpoint resumed by the graph path, and back: each run uses its own optimiser flags.
+    run_quietly(script, argv("m.pt", "--epochs", "1", "--no-cuda-graph"))
+    for epochs, mode, capturable in [("2", "--cuda-graph", True), ("3", "--no-cuda-graph", False)]:
+        run_quietly(script, argv("m.pt", "--epochs", epochs, "--resume", mode))
+        ckpt = load(tmp_path / "m.pt")
+        assert ckpt["epoch"] == int(epochs)
+        assert all(g["capturable"] == capturable for key in ["optim_G", "optim_D"] for g in ckpt[key]["param_groups"])
 
 
 # ===== bench/results.py: seeds, resume, the table =====
