@@ -187,28 +187,36 @@ class CUDAGraphStep:
 
     def __init__(self, step, warmup=3):
         self.step, self.warmup, self.graph = step, warmup, None
-        self.stream = torch.cuda.Stream()  # warm-up and capture share a side stream, as capture needs
+        self.stream = torch.cuda.Stream()
 
     def __call__(self, *inputs):
+        if self.graph is None and self.warmup > 0:
+            self.warmup -= 1
+            return self.on_side_stream(self.step, *inputs)
         if self.graph is None:
-            self.stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.stream), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")
-                if self.warmup > 0:
-                    self.warmup -= 1
-                    outputs = self.step(*inputs)
-                else:
-                    self.inputs = [x.clone() for x in inputs]
-                    self.graph = torch.cuda.CUDAGraph()
-                    with torch.cuda.graph(self.graph, stream=self.stream):
-                        self.outputs = self.step(*self.inputs)
-            torch.cuda.current_stream().wait_stream(self.stream)
-            if self.graph is None:
-                return outputs
+            self.inputs = [x.clone() for x in inputs]
+            self.on_side_stream(self.record)
         for recorded, x in zip(self.inputs, inputs, strict=True):
             recorded.copy_(x)
         self.graph.replay()
         return self.outputs.clone()  # the next replay overwrites self.outputs
+
+    def record(self):
+        self.graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(self.graph, stream=self.stream):
+                self.outputs = self.step(*self.inputs)
+        except RuntimeError as e:  # e.g. a .item() or a changing shape added to train_step
+            sys.exit(f"Cannot record the step as a CUDA graph ({str(e).splitlines()[0]}): use --no-cuda-graph")
+
+    def on_side_stream(self, fn, *args):
+        """Warm-up and capture run on one side stream, as capture needs, ordered with the main stream."""
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "This instance was constructed with capturable=True")  # warm-up
+            result = fn(*args)
+        torch.cuda.current_stream().wait_stream(self.stream)
+        return result
 
 
 # ===== Helpers: data, paths, checkpoints =====
