@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The GPU checks in as few calls as a lent GPU allows (the checks need CUDA; see README, "Speed").
+#
+#   bash bench/gpu_session.sh prepare   # here: copies the official .gz files into gpu_data/ (ignored by git)
+#   bash bench/gpu_session.sh check     # on the GPU, carrying gpu_data: GPU tests, then bench/speed.py (~8 min)
+#   bash bench/gpu_session.sh results   # on the GPU: bench/results.py, 30 epochs x 3 seeds; run it again after
+#                                       # a time limit and it carries on (gpu_results/ stays on a warm machine)
+#
+# What comes back goes to $OUT (the device tool's folder), or to gpu_out/ when OUT is unset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu_out}
+python=${PYTHON:-python3}
+case "${1:-}" in
+  prepare)
+    for name in FashionMNIST MNIST; do
+      mkdir -p "gpu_data/$name/raw"
+      cp "${SHARED:-../shared}/data/$name/raw/"*.gz "gpu_data/$name/raw/"
+    done
+    du -sh gpu_data
+    ;;
+  check)
+    mkdir -p "$out"
+    {
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
+      "$python" -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
+    } | tee "$out/machine.txt"
+    "$python" -m pytest -q test_smoke.py -k graph -p no:cacheprovider -rs 2>&1 | tee "$out/gpu_tests.txt" | tail -15
+    "$python" bench/speed.py --data-root gpu_data --out "$out/speed.md" 2>&1 | tee "$out/speed.txt" | tail -8
+    ;;
+  results)
+    mkdir -p "$out"
+    "$python" bench/results.py gpu_results --jobs 6 --data-root gpu_data --figure "$out/results.png" 2>&1 |
+      tee -a "$out/results.txt" | tail -30
+    cp gpu_results/table.md gpu_results/scores.json "$out/" 2>/dev/null || true
+    ;;
+  *)
+    echo "usage: bash bench/gpu_session.sh prepare|check|results" >&2
+    exit 2
+    ;;
+esac
