@@ -549,8 +549,9 @@ def train(p, args, typed):
     print(f"{SCRIPT}.py on {device}{how} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
 
     def step():  # the loop's body; on a GPU it is recorded once and replayed (see CUDAGraphStep)
-        batch, latent, clip, gp = args.batch_size, args.latent_dim, args.clip, args.gp
-        return train_step(images, D, G, optim_D, optim_G, batch, latent, args.n_critic, clip, gp)
+        return train_step(
+            images, D, G, optim_D, optim_G, args.batch_size, args.latent_dim, args.n_critic, args.clip, args.gp
+        )
 
     graphed_step = CUDAGraphStep(step) if graph else step
     stop = []

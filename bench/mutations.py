@@ -128,7 +128,19 @@ MUTATIONS = [
     (
         "wgan.py",
         "one critic step per generator step, whatever --n-critic says",
-        [("for _ in range(args.n_critic):", "for _ in range(1):")],
+        [("for _ in range(n_critic):", "for _ in range(1):")],
+    ),
+    (
+        "gan.py",
+        "a checkpoint's optimiser flags (capturable) win on resume",
+        [('own_flags(ckpt[key], part) if key.startswith("optim") else ckpt[key]', "ckpt[key]")],
+        "graph_run_resumes and not dcgan and not wgan",
+    ),
+    (
+        "wgan.py",
+        "a checkpoint's optimiser flags (capturable) win on resume",
+        [('own_flags(ckpt[key], part) if key.startswith("optim") else ckpt[key]', "ckpt[key]")],
+        "graph_run_resumes and wgan",
     ),
     (
         "perturb.py",
