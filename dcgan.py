@@ -455,6 +455,8 @@ def train(p, args, typed):
 
     torch.manual_seed(args.seed)
     device = pick_device(p, args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # streams and CUDA graphs use the current device: make it --device's
     torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN times its algorithms once and keeps the fastest
     images = load_images(p, args, device)
     n = images.size(0)

@@ -450,6 +450,8 @@ def train(p, args, typed):
 
     torch.manual_seed(args.seed)
     device = pick_device(p, args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # streams and CUDA graphs use the current device: make it --device's
     images = load_images(p, args, device)
     n, img_dim = images.size(0), images[0].numel()
     steps = n // args.batch_size if n % args.batch_size == 1 else math.ceil(n / args.batch_size)  # no 1-image batch
