@@ -207,6 +207,7 @@ class CUDAGraphStep:
         return self.outputs.clone()  # the next replay overwrites self.outputs
 
     def record(self):
+        torch.cuda.synchronize()  # an error of an earlier step (a NaN's device-side assert) surfaces here, not below
         self.graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(self.graph, stream=self.stream):
@@ -357,6 +358,11 @@ def pick_device(p, name):
 def diverged(args, epoch, step):
     kept = f"the last good checkpoint is {args.ckpt}" if os.path.exists(args.ckpt) else "no checkpoint was written"
     sys.exit(f"Epoch {epoch:02d} | Step {step:04d}: a loss is NaN or infinite, stopping ({kept}). Try a lower --lr.")
+
+
+def refused_nan(error):
+    """BCELoss refusing NaN probabilities: an error on a CPU; on a GPU a device-side assert, seen at the next sync."""
+    return "between 0 and 1" in str(error) or "device-side assert" in str(error)
 
 
 def epoch_order(n, seed, epoch, device):
@@ -534,12 +540,17 @@ def train(p, args, typed):
             try:  # the last, smaller batch runs eagerly: a graph replays one shape
                 losses = graphed_step(batch) if batch.size(0) == args.batch_size else step(batch)
             except RuntimeError as e:  # BCELoss refuses NaN probabilities: the weights have diverged
-                if "between 0 and 1" not in str(e):
+                if not refused_nan(e):
                     raise
                 diverged(args, epoch, i + 1)
             pending.append(losses)  # stays on the device: no sync per step
             if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:
-                values, pending = torch.stack(pending).cpu(), []  # one sync per log line
+                try:
+                    values, pending = torch.stack(pending).cpu(), []  # one sync per log line
+                except RuntimeError as e:  # where a GPU reports BCELoss's refusal
+                    if not refused_nan(e):
+                        raise
+                    diverged(args, epoch, i + 1)
                 if not torch.isfinite(values).all():
                     diverged(args, epoch, i + 1)
                 for ld, lg, _, _ in values.tolist():

@@ -1147,6 +1147,20 @@ def test_the_graph_path_survives_ctrl_c_and_resumes_across_modes(variant, data_r
         assert all(g["capturable"] == capturable for key in ["optim_G", "optim_D"] for g in ckpt[key]["param_groups"])
 
 
+@gpu
+@pytest.mark.parametrize(
+    "variant, mode",
+    [("gan", "--cuda-graph"), ("gan", "--no-cuda-graph"), ("dcgan", "--cuda-graph"), ("wgan", "--cuda-graph")],
+)
+def test_a_diverging_gpu_run_stops_with_one_line(variant, mode, data_root, tmp_path):
+    """On a GPU, BCELoss's NaN check is a device-side assert that surfaces later; the run still stops with the line."""
+    cmd = [*command(variant, data_root=data_root), *GPU_FLAGS[variant], "--device", "cuda", "--epochs", "1", mode]
+    cmd += ["--lr", "1e30", "--ckpt", str(tmp_path / "n.pt"), "--logdir", str(tmp_path / "runs")]
+    result = subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "NaN or infinite" in result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "n.pt").exists()
+
+
 # ===== bench/results.py: seeds, resume, the table =====
 def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_root, tmp_path, capsys):
     sys.path.insert(0, str(ROOT / "bench"))

@@ -237,6 +237,7 @@ class CUDAGraphStep:
         return self.outputs.clone()  # the next replay overwrites self.outputs
 
     def record(self):
+        torch.cuda.synchronize()  # an error of an earlier step (a NaN's device-side assert) surfaces here, not below
         self.graph = torch.cuda.CUDAGraph()
         try:
             with torch.cuda.graph(self.graph, stream=self.stream):
