@@ -25,7 +25,7 @@ case "${1:-}" in
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv,noheader
       "$python" -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
     } | tee "$out/machine.txt"
-    "$python" -m pytest -q test_smoke.py -k graph -p no:cacheprovider -rs 2>&1 | tee "$out/gpu_tests.txt" | tail -15
+    "$python" -m pytest -q test_smoke.py -k "graph or gpu" -p no:cacheprovider -rs 2>&1 | tee "$out/gpu_tests.txt" | tail -15
     "$python" bench/speed.py --data-root gpu_data --out "$out/speed.md" 2>&1 | tee "$out/speed.txt" | tail -8
     ;;
   results)
