@@ -875,6 +875,12 @@ def test_resume_refuses_flags_it_would_ignore_and_accepts_repeated_ones(trained,
         assert code == 2 and message in err, (flags, err)
     code, err = main_exit(script, base + ["--batch-size", str(batch)], capsys)  # the run's own value: fine
     assert code == 2 and "already has 2 epochs" in err
+    if trained["variant"] == "wgan-gp":  # the mode comes from the checkpoint: its betas need no --gp typed again
+        code, err = main_exit(script, ["--resume", "--ckpt", "a.pt", "--epochs", "2", "--beta1", "0.5"], capsys)
+        assert code == 2 and "already has 2 epochs" in err
+    if trained["variant"] == "wgan":  # and a clipping run has no betas to change
+        code, err = main_exit(script, [*base, "--beta1", "0.5"], capsys)
+        assert code == 2 and "--beta1: this run has None" in err
 
 
 def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
@@ -1176,6 +1182,7 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
         "1",
         "--only",
         "gan",
+        "gan_ls",
         "--jobs",
         "2",
         "--data-root",
@@ -1187,6 +1194,8 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     row = next(line for line in table.splitlines() if line.startswith("| gan.py, handout defaults"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "2" and all(" ± " in c for c in cells[4:]), row  # mean ± sd over the two seeds
+    row = next(line for line in table.splitlines() if line.startswith("| gan.py candidate"))
+    assert "| `--label-smoothing 0.1` | 2 |" in row and load(out / "gan_ls_seed1.pt")["args"]["label_smoothing"] == 0.1
     assert (out / "table.md").read_text().strip() == table.split("\nfigure:")[0].strip()
     assert Image.open(tmp_path / "rows.png").size[1] > 2 * 30  # one labelled row of samples
     args = results.parse_args(argv)

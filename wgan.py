@@ -100,7 +100,9 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true", help="continue --ckpt up to --epochs, with the run's own flags")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --ckpt exists")
     args = p.parse_args(argv)
-    if args.gp is None:  # a flag that would do nothing in this mode is an error, not silently ignored
+    if args.resume:  # the mode and its flags are the checkpoint's; train() refuses typed ones that differ
+        pass
+    elif args.gp is None:  # a flag that would do nothing in this mode is an error, not silently ignored
         if args.beta1 is not None or args.beta2 is not None:
             p.error("arguments --beta1/--beta2: only for --gp (weight clipping uses RMSprop, which has no betas)")
         args.clip = 0.01 if args.clip is None else args.clip

@@ -30,18 +30,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402 (from the repository root above)
 
-# name -> (script, flags, what it is). The handout's defaults first, then the candidates tried for each script.
+# name -> (script, flags as typed, what it is). The handout's defaults first, then the candidates tried for each script.
 CONFIGS = {
-    "gan": ("gan", [], "gan.py, handout defaults"),
-    "dcgan": ("dcgan", [], "dcgan.py, handout defaults"),
-    "wgan": ("wgan", ["--clip", "0.01"], "wgan.py, handout (clipping 0.01)"),
-    "wgan_gp": ("wgan", ["--gp", "10"], "wgan.py --gp 10 (WGAN-GP)"),
-    "gan_ls": ("gan", ["--label-smoothing", "0.1"], "gan.py candidate"),
-    "gan_lr1e-4_ls": ("gan", ["--lr", "1e-4", "--label-smoothing", "0.1"], "gan.py candidate"),
-    "gan_h512_ls": ("gan", ["--hidden-dim", "512", "--label-smoothing", "0.1"], "gan.py candidate"),
-    "gan_h1024_ls": ("gan", ["--hidden-dim", "1024", "--label-smoothing", "0.1"], "gan.py candidate"),
-    "dcgan_lr1e-4": ("dcgan", ["--lr", "1e-4"], "dcgan.py candidate"),
-    "dcgan_ls": ("dcgan", ["--label-smoothing", "0.1"], "dcgan.py candidate"),
+    "gan": ("gan", "", "gan.py, handout defaults"),
+    "dcgan": ("dcgan", "", "dcgan.py, handout defaults"),
+    "wgan": ("wgan", "--clip 0.01", "wgan.py, handout (clipping 0.01)"),
+    "wgan_gp": ("wgan", "--gp 10", "wgan.py --gp 10 (WGAN-GP)"),
+    "gan_ls": ("gan", "--label-smoothing 0.1", "gan.py candidate"),
+    "gan_lr1e-4_ls": ("gan", "--lr 1e-4 --label-smoothing 0.1", "gan.py candidate"),
+    "gan_h512_ls": ("gan", "--hidden-dim 512 --label-smoothing 0.1", "gan.py candidate"),
+    "gan_h1024_ls": ("gan", "--hidden-dim 1024 --label-smoothing 0.1", "gan.py candidate"),
+    "gan_h1024_ls_lr4e-4": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --lr 4e-4", "gan.py candidate"),
+    "gan_h1024_ls_b64": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --batch-size 64", "gan.py candidate"),
+    "dcgan_lr1e-4": ("dcgan", "--lr 1e-4", "dcgan.py candidate"),
+    "dcgan_ls": ("dcgan", "--label-smoothing 0.1", "dcgan.py candidate"),
 }
 METRICS = [("fid", "FID (clf) ↓", 2), ("precision", "precision ↑", 3), ("recall", "recall ↑", 3)]
 METRICS += [("classes_covered", "classes covered ↑", 1), ("kl_uniform", "KL ↓", 3)]
@@ -75,7 +77,7 @@ def train(args, name, seed):
             return log  # finished: not trained again
         flags = ["--resume"]  # the run keeps its own flags
     else:
-        flags = [*flags, "--seed", str(seed)]
+        flags = [*flags.split(), "--seed", str(seed)]
     cmd = [sys.executable, str(ROOT / f"{script}.py"), *flags, "--epochs", str(args.epochs), "--ckpt", str(ckpt)]
     cmd += ["--data-root", args.data_root, "--logdir", str(out / "runs"), *args.extra]
     with open(log, "a") as f:
@@ -109,7 +111,8 @@ def table(args, names, rows, logs):
         script, flags, what = CONFIGS[name]
         cells = [mean_sd([float(r[key]) for r in scored], d) for key, _, d in METRICS]
         spe = seconds_per_epoch([logs[name, s] for s in args.seeds])
-        lines.append(f"| {what} | `{' '.join(flags)}` | {len(scored)} | {spe:.2f} | " + " | ".join(cells) + " |")
+        typed = f"`{flags}`" if flags else ""
+        lines.append(f"| {what} | {typed} | {len(scored)} | {spe:.2f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -126,7 +129,7 @@ def figure(args, names, path):
         ckpt, G = evaluate.load_checkpoint(None, str(Path(args.out) / f"{name}_seed{args.seeds[0]}.pt"))
         images = evaluate.generate(G, ckpt["generator_kwargs"]["latent_dim"], 10, seed=0)
         tiles.append(gan.grid_image(gan.to_uint8(images), nrow=10))
-        labels.append(CONFIGS[name][2] + (f" {' '.join(CONFIGS[name][1])}" if "candidate" in CONFIGS[name][2] else ""))
+        labels.append(CONFIGS[name][2] + (f" {CONFIGS[name][1]}" if "candidate" in CONFIGS[name][2] else ""))
     gan.labelled(
         path, tiles, labels, title=f"{args.epochs} epochs, seed {args.seeds[0]}, the same 10 z per row", across=False
     )
