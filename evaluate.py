@@ -10,7 +10,7 @@ way: the floor.
 - precision / recall: k-nearest-neighbour manifolds, k = 5 (Kynkaanniemi et al., NeurIPS 2019)
 - classes covered: classes given at least half their fair share of the samples (10 = no collapse)
 - KL: KL divergence of the predicted-class histogram from uniform (0 = balanced; log 10 = one class)
-- confidence: the classifier's mean top probability
+- confidence: the classifier's mean top probability; --json also lists each class's share (class_shares)
 
     python evaluate.py gan.pt dcgan.pt wgan.pt                 # markdown table
     python evaluate.py gan.pt --json scores.json --export samples/
@@ -222,6 +222,7 @@ def scores(features, logits, ref_features, k):
         "classes_covered": int((counts >= 0.5 * counts.sum() / 10).sum()),
         "kl_uniform": kl,
         "confidence": probs.max(1).values.mean().item(),
+        "class_shares": share.tolist(),  # which classes are missing, and by how much (JSON only)
     }
 
 

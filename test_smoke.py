@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import struct
@@ -408,7 +409,9 @@ def test_evaluate_metrics_on_constructed_features():
     assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
     assert s["fid"] == pytest.approx(0, abs=1e-6) and s["precision"] == 1 and s["recall"] == 1
     uneven = torch.eye(10)[[0] * 20 + [1] * 19 + list(range(2, 9)) * 40 + [9] * 81] * 10  # 400 samples
-    assert ev.scores(ref, uneven, ref, 5)["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
+    s = ev.scores(ref, uneven, ref, 5)
+    assert s["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
+    assert s["class_shares"][:2] == [20 / 400, 19 / 400] and s["class_shares"][9] == 81 / 400
 
 
 # ===== Training runs =====
@@ -1194,6 +1197,9 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     row = next(line for line in table.splitlines() if line.startswith("| gan.py, handout defaults"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "2" and all(" ± " in c for c in cells[4:]), row  # mean ± sd over the two seeds
+    assert re.fullmatch(r"\S+ ± \S+ \((\d+), (\d+)\)", cells[7]), row  # and the classes of each seed
+    for name, s in [("gan", 0), ("gan", 1), ("gan_ls", 0), ("gan_ls", 1)]:
+        assert re.search(rf"^- {name}, seed {s}: .* under 5%$", table, re.M), table
     row = next(line for line in table.splitlines() if line.startswith("| gan.py candidate"))
     assert "| `--label-smoothing 0.1` | 2 |" in row and load(out / "gan_ls_seed1.pt")["args"]["label_smoothing"] == 0.1
     assert (out / "table.md").read_text().strip() == table.split("\nfigure:")[0].strip()

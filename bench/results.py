@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+import torchvision
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -110,9 +111,23 @@ def table(args, names, rows, logs):
         scored = [by_path[str(Path(args.out) / f"{name}_seed{s}.pt")] for s in args.seeds]
         script, flags, what = CONFIGS[name]
         cells = [mean_sd([float(r[key]) for r in scored], d) for key, _, d in METRICS]
+        covered = [key for key, _, _ in METRICS].index("classes_covered")
+        cells[covered] += f" ({', '.join(str(r['classes_covered']) for r in scored)})"  # each seed's, in full
         spe = seconds_per_epoch([logs[name, s] for s in args.seeds])
         typed = f"`{flags}`" if flags else ""
         lines.append(f"| {what} | {typed} | {len(scored)} | {spe:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def missing_classes(args, names, rows):
+    """Per configuration, the classes under the coverage threshold (half a fair share) in each seed, with shares."""
+    by_path, lines = {row["name"]: row for row in rows}, []
+    for name in names:
+        for s in args.seeds:
+            row = by_path[str(Path(args.out) / f"{name}_seed{s}.pt")]
+            classes = getattr(torchvision.datasets, evaluate.DATASETS[row["dataset"]]).classes
+            low = [f"{classes[c]} {share:.1%}" for c, share in enumerate(row["class_shares"]) if share < 0.05]
+            lines.append(f"- {name}, seed {s}: {', '.join(low) if low else 'none'} under 5%")
     return "\n".join(lines)
 
 
@@ -146,7 +161,8 @@ def main(argv=None):
     scores = Path(args.out) / "scores.json"
     with contextlib.redirect_stdout(io.StringIO()):  # its own table is per checkpoint; ours is per configuration
         evaluate.main([*ckpts, "--data-root", args.data_root, "--n", str(args.n), "--json", str(scores)])
-    result = table(args, names, json.loads(scores.read_text())["rows"], logs)
+    rows = json.loads(scores.read_text())["rows"]
+    result = table(args, names, rows, logs) + "\n\nClasses under the threshold:\n" + missing_classes(args, names, rows)
     (Path(args.out) / "table.md").write_text(result + "\n")
     print(result)
     if args.figure:
