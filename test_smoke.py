@@ -1211,3 +1211,21 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     args.epochs = 2
     results.train(args, "gan", 0)  # unfinished for 2 epochs: resumed, not restarted
     assert "Resuming" in (out / "gan_seed0.log").read_text() and load(out / "gan_seed0.pt")["epoch"] == 2
+
+
+# ===== bench/flops.py: a step does the arithmetic it needs, and no more =====
+def test_a_gan_step_multiplies_exactly_what_the_handouts_two_updates_need():
+    """Counted by bench/flops.py; a D step that back-propagates into G, or a G step that computes D's weight
+    gradients, costs more multiplies than this and fails."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import flops
+
+    step = flops.step_of("gan", [], torch.device("cpu"))
+    with flops.CountFlops() as counter:
+        step()
+    G, D = [100 * 256, 256 * 256, 256 * 784], [784 * 256, 256 * 256, 256 * 1]  # weights of each Linear (MACs)
+    # D step: G(z) without grad, D(real) and D(fake); backward: D's weight gradients, input gradients past layer 1.
+    d_step = sum(G) + 2 * sum(D) + 2 * sum(D) + 2 * sum(D[1:])
+    # G step: D(G(z)); backward: D's input gradients only (D is frozen), G's weight and inner input gradients.
+    g_step = sum(G) + sum(D) + sum(D) + sum(G) + sum(G[1:])
+    assert counter.flops == 2 * 128 * (d_step + g_step)

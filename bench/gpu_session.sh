@@ -2,7 +2,7 @@
 # The GPU checks in as few calls as a lent GPU allows (the checks need CUDA; see README, "Speed").
 #
 #   bash bench/gpu_session.sh prepare   # here: copies the official .gz files into gpu_data/ (ignored by git)
-#   bash bench/gpu_session.sh check     # on the GPU, carrying gpu_data: GPU tests, then bench/speed.py (~8 min)
+#   bash bench/gpu_session.sh check     # on the GPU, carrying gpu_data: GPU tests, bench/flops.py, bench/speed.py (~8 min)
 #   bash bench/gpu_session.sh results   # on the GPU: bench/results.py, 30 epochs x 3 seeds; run it again after
 #                                       # a time limit and it carries on (gpu_results/ stays on a warm machine)
 #
@@ -26,6 +26,7 @@ case "${1:-}" in
       "$python" -c "import torch, torchvision; print('torch', torch.__version__, '| torchvision', torchvision.__version__)"
     } | tee "$out/machine.txt"
     "$python" -m pytest -q test_smoke.py -k "graph or gpu" -p no:cacheprovider -rs 2>&1 | tee "$out/gpu_tests.txt" | tail -15
+    "$python" bench/flops.py --device cuda --steps 20 2>&1 | tee "$out/flops.txt" | tail -9
     "$python" bench/speed.py --data-root gpu_data --out "$out/speed.md" 2>&1 | tee "$out/speed.txt" | tail -8
     ;;
   results)

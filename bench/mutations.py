@@ -186,6 +186,18 @@ MUTATIONS = [
     ),
     ("evaluate.py", "the shipped classifier's checksum not checked", [("!= CLASSIFIER_SHA256[dataset]", "== 'never'")]),
     ("evaluate.py", "any --k accepted", [("if not 1 <= args.k <= args.n // 20:", "if not 1 <= args.k:")]),
+    (
+        "gan.py",
+        "D not frozen in the G step: its weight gradients computed, then thrown away",
+        [("    D.requires_grad_(False)  # gradients", "    D.requires_grad_(True)  # gradients")],
+        "multiplies",
+    ),
+    (
+        "gan.py",
+        "the D step records G's graph and back-propagates into G (no torch.no_grad)",
+        [("with torch.no_grad():  # the handout's .detach()", "with contextlib.nullcontext():  # the handout's")],
+        "multiplies",
+    ),
 ]
 
 

@@ -43,6 +43,11 @@ CONFIGS = {
     "gan_h1024_ls": ("gan", "--hidden-dim 1024 --label-smoothing 0.1", "gan.py candidate"),
     "gan_h1024_ls_lr4e-4": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --lr 4e-4", "gan.py candidate"),
     "gan_h1024_ls_b64": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --batch-size 64", "gan.py candidate"),
+    "gan_h1024_ls_lr4e-4_b64": (
+        "gan",
+        "--hidden-dim 1024 --label-smoothing 0.1 --lr 4e-4 --batch-size 64",
+        "gan.py candidate",
+    ),
     "dcgan_lr1e-4": ("dcgan", "--lr 1e-4", "dcgan.py candidate"),
     "dcgan_ls": ("dcgan", "--label-smoothing 0.1", "dcgan.py candidate"),
 }
