@@ -93,7 +93,7 @@ def main():
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     peak = 2 * size**3 / seconds(lambda: a @ b, 10, device) / 1e9
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"`python bench/flops.py {' '.join(sys.argv[1:])}` on {where}, torch {torch.__version__}")
+    print(f"`{' '.join(['python bench/flops.py', *sys.argv[1:]])}` on {where}, torch {torch.__version__}")
     print(f"fp32 matrix multiply ({size}x{size}): {peak:.0f} GFLOP/s\n")
     print("| script | GFLOP/step | TFLOP/epoch | s/step (eager) | GFLOP/s | of the matmul peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
