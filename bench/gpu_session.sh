@@ -3,8 +3,10 @@
 #
 #   bash bench/gpu_session.sh prepare   # here: copies the official .gz files into gpu_data/ (ignored by git)
 #   bash bench/gpu_session.sh check     # on the GPU, carrying gpu_data: GPU tests, bench/flops.py, bench/speed.py (~8 min)
-#   bash bench/gpu_session.sh results   # on the GPU: bench/results.py, 30 epochs x 3 seeds; run it again after
-#                                       # a time limit and it carries on (gpu_results/ stays on a warm machine)
+#   bash bench/gpu_session.sh results [CONFIG ...]
+#                                       # on the GPU: bench/results.py, 30 epochs x 3 seeds (every configuration, or
+#                                       # the ones named); run it again after a time limit and it carries on
+#                                       # (gpu_results/ stays on a warm machine)
 #
 # What comes back goes to $OUT (the device tool's folder), or to gpu_out/ when OUT is unset.
 set -euo pipefail
@@ -31,12 +33,13 @@ case "${1:-}" in
     ;;
   results)
     mkdir -p "$out"
-    "$python" bench/results.py gpu_results --jobs 6 --data-root gpu_data --figure "$out/results.png" 2>&1 |
+    only=("${@:2}")
+    "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs 6 --data-root gpu_data --figure "$out/results.png" 2>&1 |
       tee -a "$out/results.txt" | tail -30
     cp gpu_results/table.md gpu_results/scores.json "$out/" 2>/dev/null || true
     ;;
   *)
-    echo "usage: bash bench/gpu_session.sh prepare|check|results" >&2
+    echo "usage: bash bench/gpu_session.sh prepare|check|results [CONFIG ...]" >&2
     exit 2
     ;;
 esac
