@@ -357,7 +357,13 @@ def diverged(args, epoch, step):
 
 def refused_nan(error):
     """BCELoss refusing NaN probabilities: an error on a CPU; on a GPU a device-side assert, seen at the next sync."""
-    return "between 0 and 1" in str(error) or "device-side assert" in str(error)
+    if "between 0 and 1" in str(error) or "device-side assert" in str(error):
+        return True
+    try:  # the assert can first surface as another op's error (cuDNN's "unable to find an engine"): a sync names it
+        torch.cuda.is_initialized() and torch.cuda.synchronize()
+    except RuntimeError as e:
+        return "device-side assert" in str(e)
+    return False
 
 
 def epoch_order(n, seed, epoch, device):

@@ -1115,9 +1115,12 @@ def test_a_graphed_step_is_one_real_step_per_call_with_fresh_inputs_and_noise():
 @gpu
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_graph_path_trains_like_the_eager_path(variant, data_root, tmp_path):
-    """Same seed, 2 epochs: every step's losses and the final weights of the graph path match the eager path's.
+    """Same seed, 2 epochs: the graph path's first losses and its final weights stay with the eager path's.
 
-    For --gp this also shows that the penalty's double backward reaches D inside the graph."""
+    Not bit for bit: capturable optimisers round differently and cuDNN may time other algorithms, and a GAN grows
+    such last-bit differences (measured on an H200: up to 0.2% in a loss by step 8). A broken graph (a frozen
+    batch or z, a lost clip, BN update or penalty) moves them far more. For --gp this also shows that the
+    penalty's double backward reaches D inside the graph."""
     script = VARIANTS[variant][0]
     runs = {}
     for name, flags in [("eager", ["--no-cuda-graph"]), ("graph", [])]:
@@ -1127,13 +1130,20 @@ def test_the_graph_path_trains_like_the_eager_path(variant, data_root, tmp_path)
         assert ("(CUDA graph" in output) == (name == "graph"), output
         runs[name] = load(tmp_path / f"{name}.pt")
     tag, scalars = VARIANTS[variant][2], {name: events(run["run_dir"]) for name, run in runs.items()}
+    losses = {}
     for loss in ["Loss_D", "Loss_G"]:
-        graph, eager = ([e.value for e in scalars[name].Scalars(f"{tag}/Step/{loss}")] for name in ["graph", "eager"])
-        assert len(graph) == len(eager) > 8 and graph == pytest.approx(eager, rel=1e-3, abs=1e-4), loss
-    for net in ["G", "D"]:
-        for key, value in runs["eager"][net].items():
-            if value.is_floating_point():
-                assert torch.allclose(runs["graph"][net][key], value, rtol=1e-3, atol=1e-5), f"{net}.{key}"
+        graph, eager = (torch.tensor([e.value for e in scalars[n].Scalars(f"{tag}/Step/{loss}")]) for n in runs)
+        assert len(graph) == len(eager) > 8, loss
+        losses[loss] = ((graph - eager).abs() / eager.abs().clamp_min(0.1))[:8].max().item()  # steps 1-8
+    drift = {  # how far apart the two runs' tensors end, relative to their size
+        f"{net}.{key}": ((runs["graph"][net][key] - value).norm() / value.norm().clamp_min(1e-6)).item()
+        for net in ["G", "D"]
+        for key, value in runs["eager"][net].items()
+        if value.is_floating_point()
+    }
+    worst = max(drift, key=drift.get)
+    print(f"{variant}: losses of steps 1-8 differ by {losses}, weights by {drift[worst]:.2e} at most ({worst})")
+    assert max(losses.values()) < 1e-2 and drift[worst] < 1e-2
 
 
 @gpu

@@ -7,7 +7,7 @@ FashionMNIST at batch 128; the table gives the median of the epochs after the fi
 autotuning and the graph's capture once. Give it the machine to itself: nothing else on the GPU or the CPU.
 
     python bench/speed.py                                # all rows, 3 epochs each (a GPU job: ~6 min on an H100)
-    python bench/speed.py --only gan dcgan --epochs 2    # some rows
+    python bench/speed.py --only gan wgan-gp --epochs 2  # some rows (gan, dcgan, wgan, wgan-gp)
     python bench/speed.py --device cpu --only gan --epochs 2   # a CPU has no graph column
 """
 
@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
-# row -> (script, flags, whether the handout has it: it has no gradient penalty)
+# row -> (label, script, flags, whether the handout has it: it has no gradient penalty)
 ROWS = {
-    "gan.py": ("gan", [], True),
-    "dcgan.py": ("dcgan", [], True),
-    "wgan.py --clip 0.01": ("wgan", ["--clip", "0.01"], True),
-    "wgan.py --gp 10": ("wgan", ["--gp", "10"], False),
+    "gan": ("gan.py", "gan", [], True),
+    "dcgan": ("dcgan.py", "dcgan", [], True),
+    "wgan": ("wgan.py --clip 0.01", "wgan", ["--clip", "0.01"], True),
+    "wgan-gp": ("wgan.py --gp 10", "wgan", ["--gp", "10"], False),
 }
 
 
@@ -48,7 +48,7 @@ def later_epochs(times):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--only", nargs="+", choices=[name.split(".")[0] for name in ROWS], help="scripts to time")
+    p.add_argument("--only", nargs="+", choices=ROWS, help="rows to time (default: all)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not counted)")
     p.add_argument("--data-root", default="./data", help="holds FashionMNIST/raw/*.gz")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
@@ -64,8 +64,8 @@ def main():
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (script, flags, in_handout) in ROWS.items():
-            if args.only and script not in args.only:
+        for key, (name, script, flags, in_handout) in ROWS.items():
+            if args.only and key not in args.only:
                 continue
             handout = eager = graph = None
             if in_handout:
