@@ -1115,12 +1115,13 @@ def test_a_graphed_step_is_one_real_step_per_call_with_fresh_inputs_and_noise():
 @gpu
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_the_graph_path_trains_like_the_eager_path(variant, data_root, tmp_path):
-    """Same seed, 2 epochs: the graph path's first losses and its final weights stay with the eager path's.
+    """Same seed, 2 epochs: the graph path's losses and final networks stay with the eager path's.
 
-    Not bit for bit: capturable optimisers round differently and cuDNN may time other algorithms, and a GAN grows
-    such last-bit differences (measured on an H200: up to 0.2% in a loss by step 8). A broken graph (a frozen
-    batch or z, a lost clip, BN update or penalty) moves them far more. For --gp this also shows that the
-    penalty's double backward reaches D inside the graph."""
+    Not bit for bit everywhere: cuDNN may time other algorithms in the two runs, and a GAN grows such last-bit
+    differences (on an H200: up to 0.2% in a loss in dcgan.py and wgan.py; gan.py bit for bit). A broken graph
+    (a lost clip, BN update or penalty) moves them far more; a frozen batch or z is the test above's. Networks are
+    compared whole: per tensor, BN's shifts start at 0 and their relative drift means nothing. For --gp this
+    also shows that the penalty's double backward reaches D inside the graph."""
     script = VARIANTS[variant][0]
     runs = {}
     for name, flags in [("eager", ["--no-cuda-graph"]), ("graph", [])]:
@@ -1130,20 +1131,19 @@ def test_the_graph_path_trains_like_the_eager_path(variant, data_root, tmp_path)
         assert ("(CUDA graph" in output) == (name == "graph"), output
         runs[name] = load(tmp_path / f"{name}.pt")
     tag, scalars = VARIANTS[variant][2], {name: events(run["run_dir"]) for name, run in runs.items()}
-    losses = {}
+    drift = {}
     for loss in ["Loss_D", "Loss_G"]:
         graph, eager = (torch.tensor([e.value for e in scalars[n].Scalars(f"{tag}/Step/{loss}")]) for n in runs)
         assert len(graph) == len(eager) > 8, loss
-        losses[loss] = ((graph - eager).abs() / eager.abs().clamp_min(0.1))[:8].max().item()  # steps 1-8
-    drift = {  # how far apart the two runs' tensors end, relative to their size
-        f"{net}.{key}": ((runs["graph"][net][key] - value).norm() / value.norm().clamp_min(1e-6)).item()
-        for net in ["G", "D"]
-        for key, value in runs["eager"][net].items()
-        if value.is_floating_point()
-    }
-    worst = max(drift, key=drift.get)
-    print(f"{variant}: losses of steps 1-8 differ by {losses}, weights by {drift[worst]:.2e} at most ({worst})")
-    assert max(losses.values()) < 1e-2 and drift[worst] < 1e-2
+        drift[loss] = ((graph - eager).abs() / eager.abs().clamp_min(0.1)).max().item()  # every step's
+    for net in ["G", "D"]:
+        graph, eager = runs["graph"][net], runs["eager"][net]
+        for key in [key for key, value in eager.items() if not value.is_floating_point()]:
+            assert torch.equal(graph[key], eager[key]), f"{net}.{key}"  # BN's batch count: an update every step
+        flat = [torch.cat([d[k].flatten() for k in eager if eager[k].is_floating_point()]) for d in (graph, eager)]
+        drift[net] = ((flat[0] - flat[1]).norm() / flat[1].norm()).item()
+    print(f"{variant}: graph vs eager, largest relative difference: {drift}")
+    assert max(drift.values()) < 1e-2, drift
 
 
 @gpu
