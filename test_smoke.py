@@ -1221,6 +1221,13 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     args.epochs = 2
     results.train(args, "gan", 0)  # unfinished for 2 epochs: resumed, not restarted
     assert "Resuming" in (out / "gan_seed0.log").read_text() and load(out / "gan_seed0.pt")["epoch"] == 2
+    # A folder brought back from a GPU machine holds scores, logs and sample rows, not checkpoints: nothing retrains.
+    for ckpt in out.glob("*.pt"):
+        ckpt.unlink()
+    kept = {path.name: path.read_text() for path in [*out.glob("*.log"), out / "scores.json"]}
+    results.main(argv)
+    assert "| gan.py, handout defaults |" in capsys.readouterr().out and not list(out.glob("*.pt"))
+    assert {path.name: path.read_text() for path in [*out.glob("*.log"), out / "scores.json"]} == kept
 
 
 # ===== bench/flops.py: a step does the arithmetic it needs, and no more =====

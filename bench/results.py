@@ -1,11 +1,12 @@
 """Question 3, measured: trains every configuration over several seeds, scores each checkpoint, prints one table.
 
 Each configuration (a script and its flags) trains once per seed into OUT/<config>_seed<S>.pt, several
-side by side (--jobs: on one GPU, 4 to 8 small trainings fill it better than one). Run it again after
-an interruption and it carries on: finished checkpoints are kept, unfinished ones resumed. Then
-evaluate.py scores every checkpoint with the shipped classifier, and the table gives mean ± standard
-deviation over the seeds, seconds per epoch (median of the epoch lines), and the runs that led to each
-tuned recipe. --figure draws one row of samples per configuration from the seed-0 checkpoints.
+side by side (--jobs), and evaluate.py scores it with the shipped classifier as soon as it finishes:
+OUT/<config>_seed<S>.json holds its scores and .png its 10 samples for the figure. Those small files
+mark a run as done, so an interrupted call carries on (unfinished checkpoints resume), and so does a
+folder brought back from a GPU machine without its checkpoints (they are too large to bring back). The
+table gives mean ± standard deviation over the seeds, seconds per epoch (median of the epoch lines), and
+the runs that led to each tuned recipe. --figure draws one row of samples per configuration (first seed).
 
     python bench/results.py OUT                          # 30 epochs x 3 seeds, all configurations (a GPU job)
     python bench/results.py OUT --jobs 6 --figure docs/results.png
@@ -13,8 +14,6 @@ tuned recipe. --figure draws one row of samples per configuration from the seed-
 """
 
 import argparse
-import contextlib
-import io
 import json
 import os
 import re
@@ -26,10 +25,12 @@ from pathlib import Path
 
 import torch
 import torchvision
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import evaluate  # noqa: E402 (from the repository root above)
+import gan  # noqa: E402 (its picture helpers, for the figure)
 
 # name -> (script, flags as typed, what it is). The handout's defaults first, then the candidates tried for each script.
 CONFIGS = {
@@ -75,6 +76,30 @@ def parse_args(argv=None):
     return args
 
 
+def run(args, name, seed):
+    """One run, trained (or resumed) and scored, unless its scores for --epochs are already there."""
+    stem = Path(args.out) / f"{name}_seed{seed}"
+    if stem.with_suffix(".json").exists() and score(args, name, seed)["epochs"] == args.epochs:
+        return
+    train(args, name, seed)
+    cmd = [sys.executable, str(ROOT / "evaluate.py"), str(stem.with_suffix(".pt")), "--data-root", args.data_root]
+    cmd += ["--n", str(args.n), "--json", str(stem.with_suffix(".tmp"))]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (status {result.returncode}):\n{result.stderr[-2000:]}")
+    ckpt, G = evaluate.load_checkpoint(None, str(stem.with_suffix(".pt")))
+    images = evaluate.generate(G, ckpt["generator_kwargs"]["latent_dim"], 10, seed=0)  # the same z in every row
+    gan.grid_image(gan.to_uint8(images), nrow=10).save(stem.with_suffix(".png"))
+    stem.with_suffix(".tmp").replace(stem.with_suffix(".json"))  # last: a run with scores is a finished run
+
+
+def score(args, name, seed):
+    """The run's row of evaluate.py's JSON, with the real data's row under "real"."""
+    rows = json.loads((Path(args.out) / f"{name}_seed{seed}.json").read_text())["rows"]
+    real = next(r for r in rows if r["name"] == "real data")
+    return next(r for r in rows if r["name"] != "real data") | {"real": real}
+
+
 def train(args, name, seed):
     """One run, resumed if an earlier call was interrupted; returns its log."""
     script, flags, _ = CONFIGS[name]
@@ -89,7 +114,7 @@ def train(args, name, seed):
         flags = [*flags.split(), "--seed", str(seed)]
     cmd = [sys.executable, str(ROOT / f"{script}.py"), *flags, "--epochs", str(args.epochs), "--ckpt", str(ckpt)]
     cmd += ["--data-root", args.data_root, "--logdir", str(out / "runs"), *args.extra]
-    with open(log, "a") as f:
+    with open(log, "a" if flags == ["--resume"] else "w") as f:  # a fresh start drops a lost run's lines
         result = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed (status {result.returncode}); see {log}")
@@ -97,7 +122,8 @@ def train(args, name, seed):
 
 
 def seconds_per_epoch(logs):
-    times = [float(m) for log in logs for m in re.findall(r"^Epoch \d+ \| ([0-9.]+) s \|", log.read_text(), re.M)]
+    text = "".join(log.read_text() for log in logs if log.exists())
+    times = [float(m) for m in re.findall(r"^Epoch \d+ \| ([0-9.]+) s \|", text, re.M)]
     return statistics.median(times) if times else float("nan")
 
 
@@ -108,15 +134,14 @@ def mean_sd(values, digits):
 
 
 def table(args, names, rows, logs):
-    by_path = {row["name"]: row for row in rows}
     header = ["configuration", "flags", "seeds", "s/epoch"] + [title for _, title, _ in METRICS]
     lines = ["| " + " | ".join(header) + " |", "| --- | --- | ---: | ---: |" + " ---: |" * len(METRICS)]
-    for row in [r for r in rows if r["name"] == "real data"]:
+    for row in [next(iter(rows.values()))["real"]]:
         lines.append(
             f"| real data ({row['dataset']}) | | | | " + " | ".join(cell(row[key], d) for key, _, d in METRICS) + " |"
         )
     for name in names:
-        scored = [by_path[str(Path(args.out) / f"{name}_seed{s}.pt")] for s in args.seeds]
+        scored = [rows[name, s] for s in args.seeds]
         script, flags, what = CONFIGS[name]
         cells = [mean_sd([float(r[key]) for r in scored], d) for key, _, d in METRICS]
         covered = [key for key, _, _ in METRICS].index("classes_covered")
@@ -129,10 +154,10 @@ def table(args, names, rows, logs):
 
 def missing_classes(args, names, rows):
     """Per configuration, the classes under the coverage threshold (half a fair share) in each seed, with shares."""
-    by_path, lines = {row["name"]: row for row in rows}, []
+    lines = []
     for name in names:
         for s in args.seeds:
-            row = by_path[str(Path(args.out) / f"{name}_seed{s}.pt")]
+            row = rows[name, s]
             classes = getattr(torchvision.datasets, evaluate.DATASETS[row["dataset"]]).classes
             low = [f"{classes[c]} {share:.1%}" for c, share in enumerate(row["class_shares"]) if share < 0.05]
             lines.append(f"- {name}, seed {s}: {', '.join(low) if low else 'none'} under 5%")
@@ -144,14 +169,10 @@ def cell(value, digits):
 
 
 def figure(args, names, path):
-    """One row of 10 samples (the same z) per configuration, seed 0, labelled: the table as pictures."""
-    import gan
-
+    """One row of 10 samples (the same z) per configuration, first seed, labelled: the table as pictures."""
     tiles, labels = [], []
     for name in names:
-        ckpt, G = evaluate.load_checkpoint(None, str(Path(args.out) / f"{name}_seed{args.seeds[0]}.pt"))
-        images = evaluate.generate(G, ckpt["generator_kwargs"]["latent_dim"], 10, seed=0)
-        tiles.append(gan.grid_image(gan.to_uint8(images), nrow=10))
+        tiles.append(Image.open(Path(args.out) / f"{name}_seed{args.seeds[0]}.png"))
         labels.append(CONFIGS[name][2] + (f" {CONFIGS[name][1]}" if "candidate" in CONFIGS[name][2] else ""))
     gan.labelled(
         path, tiles, labels, title=f"{args.epochs} epochs, seed {args.seeds[0]}, the same 10 z per row", across=False
@@ -164,12 +185,11 @@ def main(argv=None):
     names = args.only or list(CONFIGS)
     jobs = [(name, seed) for name in names for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
-        logs = dict(zip(jobs, pool.map(lambda job: train(args, *job), jobs), strict=True))
-    ckpts = [str(Path(args.out) / f"{name}_seed{seed}.pt") for name, seed in jobs]
-    scores = Path(args.out) / "scores.json"
-    with contextlib.redirect_stdout(io.StringIO()):  # its own table is per checkpoint; ours is per configuration
-        evaluate.main([*ckpts, "--data-root", args.data_root, "--n", str(args.n), "--json", str(scores)])
-    rows = json.loads(scores.read_text())["rows"]
+        list(pool.map(lambda job: run(args, *job), jobs))
+    rows = {job: score(args, *job) for job in jobs}
+    logs = {job: Path(args.out) / f"{job[0]}_seed{job[1]}.log" for job in jobs}
+    runs = [{k: v for k, v in row.items() if k != "real"} for row in rows.values()]
+    (Path(args.out) / "scores.json").write_text(json.dumps({"rows": [rows[jobs[0]]["real"], *runs]}, indent=2) + "\n")
     result = table(args, names, rows, logs) + "\n\nClasses under the threshold:\n" + missing_classes(args, names, rows)
     (Path(args.out) / "table.md").write_text(result + "\n")
     print(result)
