@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu_session.sh prepare   # here: copies the official .gz files into gpu_data/ (ignored by git)
 #   bash bench/gpu_session.sh check     # on the GPU, carrying gpu_data/FashionMNIST: GPU tests, bench/speed.py,
-#                                       # bench/flops.py (~6 min on an H200)
+#                                       # bench/flops.py (~8 min on an H200)
 #   bash bench/gpu_session.sh results [CONFIG ...]
 #                                       # on the GPU, carrying gpu_data/FashionMNIST and gpu_results: bench/results.py,
 #                                       # 30 epochs x 3 seeds (every configuration, or the ones named); what finished
