@@ -544,7 +544,7 @@ def train(p, args, typed):
         writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
         model = nn.Sequential(OrderedDict(G=G, D=D)).eval()  # eval: tracing must not move batch-norm statistics
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # add_graph still uses the deprecated jit.trace
+            warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # add_graph traces (deprecated in torch)
             writer.add_graph(model, fixed_noise)  # the handout's question 3: the model graph
         model.train()
     if ckpt is None:
