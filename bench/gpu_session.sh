@@ -9,7 +9,8 @@
 #                                       # 30 epochs x 3 seeds (every configuration, or the ones named); what finished
 #                                       # comes back in results.tar.gz (here: tar xzf .../results.tar.gz) and is kept
 #                                       # by the next call. Runs alone on an H200 take about 7 s (gan), 35 s (dcgan),
-#                                       # 115 s (wgan) and 215 s (wgan_gp), plus start-up and scoring
+#                                       # 115 s (wgan) and 215 s (wgan_gp), plus start-up and scoring: one call holds
+#                                       # e.g. gan dcgan dcgan_lr1e-4, or wgan, or two seeds of wgan_gp
 #
 # What comes back goes to $OUT (the device tool's folder), or to gpu_out/ when OUT is unset.
 set -euo pipefail
@@ -43,7 +44,9 @@ case "${1:-}" in
     only=("${@:2}")
     # Stops in time (RESULTS_TIME seconds, default 540) to send back what finished: scores, logs and sample rows,
     # not checkpoints (too large). Unpack results.tar.gz here and carry gpu_results next time: those runs are done.
-    timeout "${RESULTS_TIME:-540}" "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs 6 \
+    # Two at a time: without MPS, CUDA time-slices processes, so more side by side finish no sooner, and a time
+    # limit would then catch them all unfinished; the second overlaps the first's start-up and scoring.
+    timeout "${RESULTS_TIME:-540}" "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs 2 \
       --data-root gpu_data --figure gpu_results/results.png 2>&1 | tee -a "$out/results.txt" | tail -30 || true
     find gpu_results -maxdepth 1 -type f \( -name '*.json' -o -name '*.log' -o -name '*.png' -o -name '*.md' \) -print0 |
       tar czf "$out/results.tar.gz" --null -T -
