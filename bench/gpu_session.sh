@@ -8,8 +8,8 @@
 #                                       # on the GPU, carrying gpu_data/FashionMNIST and gpu_results: bench/results.py,
 #                                       # 30 epochs x 3 seeds (every configuration, or the ones named); what finished
 #                                       # comes back in results.tar.gz (here: tar xzf .../results.tar.gz) and is kept
-#                                       # by the next call. Runs alone on an H200 take about 7 s (gan), 35 s (dcgan),
-#                                       # 115 s (wgan) and 215 s (wgan_gp), plus start-up and scoring: one call holds
+#                                       # by the next call. Runs alone on an H200 train for about 7 s (gan), 33 s (dcgan),
+#                                       # 111 s (wgan) and 212 s (wgan_gp) (30 x speed.py's s/epoch), plus start-up and scoring: one call holds
 #                                       # e.g. gan dcgan dcgan_lr1e-4, or wgan, or two seeds of wgan_gp
 #
 # What comes back goes to $OUT (the device tool's folder), or to gpu_out/ when OUT is unset.
