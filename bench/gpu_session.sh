@@ -2,8 +2,9 @@
 # The GPU checks in as few calls as a lent GPU allows (the checks need CUDA; see README, "Speed").
 #
 #   bash bench/gpu_session.sh prepare   # here: copies the official .gz files into gpu_data/ (ignored by git)
-#   bash bench/gpu_session.sh tests     # on the GPU, carrying gpu_data/FashionMNIST: the GPU tests alone (~1-2 min)
-#   bash bench/gpu_session.sh check     # the same, then bench/speed.py and bench/flops.py (~8 min on an H200)
+#   bash bench/gpu_session.sh tests     # on the GPU, carrying gpu_data/FashionMNIST: the GPU tests (~1-2 min), then
+#                                       # bench/mutations.py --gpu (the graph path broken on purpose, ~3 min)
+#   bash bench/gpu_session.sh check     # the GPU tests, then bench/speed.py and bench/flops.py (~8 min on an H200)
 #   bash bench/gpu_session.sh results [CONFIG ...]
 #                                       # on the GPU, carrying gpu_data/FashionMNIST and gpu_results: bench/results.py,
 #                                       # 30 epochs x 3 seeds (every configuration, or the ones named); what finished
@@ -11,11 +12,12 @@
 #                                       # by the next call. Runs alone on an H200 train for about 7 s (gan), 33 s (dcgan),
 #                                       # 111 s (wgan) and 212 s (wgan_gp) (30 x speed.py's s/epoch), plus start-up and scoring.
 #
-# A 15-minute loan holds one ~9-minute call. The table of question 3 in four loans (estimates, not measured):
-#   1. bash bench/gpu_session.sh tests && RESULTS_TIME=400 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 dcgan dcgan_lr1e-4
-#   2. bash bench/gpu_session.sh results wgan dcgan_ls dcgan_lr1e-4_ls
-#   3. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
-#   4. bash bench/gpu_session.sh results gan dcgan dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls wgan wgan_gp gan_h2048_ls_lr4e-4
+# A 15-minute loan holds one ~9-minute call. Question 3's table in five loans (estimates, not measured):
+#   1. bash bench/gpu_session.sh tests && RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4
+#   2. bash bench/gpu_session.sh results dcgan dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls
+#   3. bash bench/gpu_session.sh results wgan
+#   4. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
+#   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 dcgan dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls wgan wgan_gp
 #      (the last seed, then the whole table and figure from the files brought back)
 # Each call from the second on carries ["gpu_data/FashionMNIST", "gpu_results"], after tar xzf of the last results.tar.gz.
 #
@@ -42,7 +44,11 @@ case "${1:-}" in
     workers=$("$python" -c "import xdist" 2>/dev/null && echo "-n 6" || true) # ~1 min with pytest-xdist, ~3 without
     "$python" -m pytest -q test_smoke.py -k "graph or gpu" -p no:cacheprovider -rA $workers 2>&1 |
       tee "$out/gpu_tests.txt" | tail -15 || true
-    [ "$1" = tests ] && exit 0
+    if [ "$1" = tests ]; then
+      # Break the graph path on purpose, one bug at a time, and see the GPU tests fail (about 3 minutes, estimated).
+      "$python" bench/mutations.py --gpu 2>&1 | tee "$out/gpu_mutations.txt" | tail -12 || true
+      exit 0
+    fi
     # Timings with the GPU to itself (about 5 minutes on an H200).
     "$python" bench/speed.py --data-root gpu_data --epochs 2 --out "$out/speed.md" 2>&1 | tee "$out/speed.txt" | tail -8
     "$python" bench/flops.py --device cuda --steps 20 2>&1 | tee "$out/flops.txt" | tail -9

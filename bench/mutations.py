@@ -7,6 +7,7 @@ is MISSED: either a test is missing or the bug does not matter (then say why in 
     python bench/mutations.py                 # all of them, a table at the end (about 17 minutes on 2 cores)
     python bench/mutations.py --only 3 17     # some of them, by number
     python bench/mutations.py --list
+    python bench/mutations.py --gpu           # the CUDA-graph path's, on a CUDA machine (bench/gpu_session.sh tests)
 """
 
 import argparse
@@ -16,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 # The tests that run a file: its own variants, plus the unparametrised tests about it.
@@ -200,6 +203,70 @@ MUTATIONS = [
     ),
 ]
 
+# The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
+# edits gan.py's copy alone (the CUDA-graph block test would see that at once, so it is not among the selected).
+GRAPH_TESTS = "trains_like_the_eager_path"
+GPU_MUTATIONS = [
+    ("gan.py", "every replay trains on the captured batch", [("recorded.copy_(x)", "pass")], "graphed_step"),
+    (
+        "gan.py",
+        "a hidden extra step in each warm-up call",
+        [
+            (
+                "return self.on_side_stream(self.step, *inputs)",
+                "self.on_side_stream(self.step, *inputs)\n            return self.on_side_stream(self.step, *inputs)",
+            )
+        ],
+        "graphed_step",
+    ),
+    (
+        "gan.py",
+        "a replay overwrites the losses of the steps not yet read",
+        [("return self.outputs.clone()", "return self.outputs")],
+        f"graphed_step or {GRAPH_TESTS}",
+    ),
+    (
+        "gan.py",
+        "the G step's z drawn on the CPU (recorded once, then frozen)",
+        [
+            (
+                "noise = torch.randn(batch_size, latent_dim, device=device)",
+                "noise = torch.randn(batch_size, latent_dim).to(device)",
+            )
+        ],
+        GRAPH_TESTS,
+    ),
+    (
+        "gan.py",
+        "the epoch's smaller last batch sent to the graph",
+        [("graphed_step(batch) if batch.size(0) == args.batch_size else step(batch)", "graphed_step(batch)")],
+        GRAPH_TESTS,
+    ),
+    (
+        "gan.py",
+        "optimisers not capturable on the graph path",
+        [('"capturable": graph}', '"capturable": False}')],
+        GRAPH_TESTS,
+    ),
+    (
+        "wgan.py",
+        "the penalty's interpolation weights drawn on the CPU (frozen)",
+        [
+            (
+                "eps = torch.rand(real_images.size(0), 1, 1, 1, device=real_images.device)",
+                "eps = torch.rand(real_images.size(0), 1, 1, 1).to(real_images.device)",
+            )
+        ],
+        f"{GRAPH_TESTS} and wgan-gp",
+    ),
+    (
+        "dcgan.py",
+        "a NaN's device-side assert not looked for behind cuDNN's error",
+        [("    if not torch.cuda.is_initialized():", "    if True:")],
+        "diverging and dcgan",
+    ),
+]
+
 
 def copy_repo(dst):
     files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
@@ -242,12 +309,18 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", type=int, nargs="+", help="mutation numbers to run (from --list)")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--gpu", action="store_true", help="the CUDA-graph path's mutations instead (needs a CUDA GPU)")
     args = p.parse_args()
-    chosen = [(k, m) for k, m in enumerate(MUTATIONS, 1) if not args.only or k in args.only]
+    everything = list(enumerate(MUTATIONS + GPU_MUTATIONS, 1))
+    gpu = {k for k, m in everything if m in GPU_MUTATIONS}
     if args.list:
-        for k, (file, what, *_) in chosen:
-            print(f"{k:2d}  {file:12s} {what}")
+        for k, (file, what, *_) in everything:
+            print(f"{k:2d}  {file:12s} {what}{' (GPU)' if k in gpu else ''}")
         return
+    chosen = [(k, m) for k, m in everything if k in args.only] if args.only else None
+    chosen = chosen or [(k, m) for k, m in everything if (k in gpu) == args.gpu]
+    if {k for k, _ in chosen} & gpu and not torch.cuda.is_available():
+        p.error("the CUDA-graph mutations need a CUDA GPU: their tests are skipped elsewhere, so none would be caught")
     caught = 0
     print(
         "| # | file | bug | caught | seconds | first failing test |\n| ---: | --- | --- | --- | ---: | --- |",

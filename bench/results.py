@@ -171,7 +171,7 @@ def missing_classes(args, names, rows):
 
 
 def cell(value, digits):
-    return f"{value:.{digits}f}"
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"  # classes covered: a count
 
 
 def figure(args, names, path):
@@ -185,9 +185,22 @@ def figure(args, names, path):
     )
 
 
+def extract_data(args):
+    """Both splits unpacked once, here: runs and scorers started side by side would unpack the same .gz together."""
+    dataset = args.extra[args.extra.index("--dataset") + 1] if "--dataset" in args.extra[:-1] else "fashion-mnist"
+    if dataset not in evaluate.DATASETS:
+        raise SystemExit(f"--extra --dataset: {dataset!r} is not one of {', '.join(evaluate.DATASETS)}")
+    for train in (True, False):
+        try:
+            getattr(torchvision.datasets, evaluate.DATASETS[dataset])(args.data_root, train=train, download=True)
+        except Exception as e:  # noqa: BLE001 (the scripts' own one-line answer, before any run starts)
+            raise SystemExit(evaluate.data_problem(args.data_root, evaluate.DATASETS[dataset], e)) from None
+
+
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    extract_data(args)
     names = args.only or list(CONFIGS)
     jobs = [(name, seed) for name in names for seed in args.seeds]
     with ThreadPoolExecutor(args.jobs) as pool:
