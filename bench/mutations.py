@@ -269,7 +269,10 @@ GPU_MUTATIONS = [
 
 
 def copy_repo(dst):
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    # Without git (a copy of the tree on a GPU machine may lack .git): what the tests read.
+    code = [str(p.relative_to(ROOT)) for p in [*ROOT.glob("*.py"), *(ROOT / "bench").glob("*")] if p.is_file()]
+    files = listed.stdout.split() if listed.returncode == 0 else code
     for name in files + [str(p.relative_to(ROOT)) for p in (ROOT / "classifiers").glob("*.pt")]:
         (dst / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dst / name)
