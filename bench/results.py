@@ -189,12 +189,18 @@ def extract_data(args):
     """Both splits unpacked once, here: runs and scorers started side by side would unpack the same .gz together."""
     dataset = args.extra[args.extra.index("--dataset") + 1] if "--dataset" in args.extra[:-1] else "fashion-mnist"
     if dataset not in evaluate.DATASETS:
-        raise SystemExit(f"--extra --dataset: {dataset!r} is not one of {', '.join(evaluate.DATASETS)}")
+        refuse(f"argument --extra: --dataset {dataset!r} is not one of {', '.join(evaluate.DATASETS)}")
     for train in (True, False):
         try:
             getattr(torchvision.datasets, evaluate.DATASETS[dataset])(args.data_root, train=train, download=True)
         except Exception as e:  # noqa: BLE001 (the scripts' own one-line answer, before any run starts)
-            raise SystemExit(evaluate.data_problem(args.data_root, evaluate.DATASETS[dataset], e)) from None
+            refuse(evaluate.data_problem(args.data_root, evaluate.DATASETS[dataset], e))
+
+
+def refuse(message):
+    """Bad input: one line and exit status 2, as the scripts answer it."""
+    print(f"results.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv=None):
