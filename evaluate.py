@@ -31,6 +31,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+import gan  # its data_problem: the same message, naming the file and the fix, as the training scripts'
+
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 SCRIPTS = ("gan", "dcgan", "wgan")
 CLASSIFIERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
@@ -114,23 +116,8 @@ def load_split(p, root, dataset, train):
     try:
         ds = getattr(torchvision.datasets, name)(root, train=train, download=True)
     except Exception as e:  # noqa: BLE001 (whatever broke, the answer names the file and the fix)
-        p.error(data_problem(root, name, e))
+        p.error(gan.data_problem(root, name, e))  # gan.py's message: which file, and the fix
     return ds.data.unsqueeze(1).float().div(127.5).sub(1), ds.targets  # [-1, 1], like the generators' output
-
-
-def data_problem(root, name, error):
-    """Names the file that stopped torchvision: a corrupt .gz, a truncated extraction, or no files at all."""
-    raw = os.path.join(root, name, "raw")
-    for gz, md5 in getattr(torchvision.datasets, name).resources:
-        gz, extracted = os.path.join(raw, gz), os.path.join(raw, gz[: -len(".gz")])
-        if os.path.exists(gz) and not torchvision.datasets.utils.check_md5(gz, md5):
-            return f"{gz} is corrupt (its md5 is not the official one): copy the official file there again"
-        try:
-            if os.path.exists(extracted):
-                torchvision.datasets.mnist.read_sn3_pascalvincent_tensor(extracted)
-        except Exception:  # noqa: BLE001
-            return f"{extracted} is truncated or corrupt (an interrupted extraction?): delete it and run again"
-    return f"{name} is not in {raw} and the download failed ({str(error).strip().splitlines()[0]})"
 
 
 def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):

@@ -835,6 +835,7 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
         ([str(tmp_path / "crafted.pt")], "do not fit its weights"),
         ([ckpt, "--n", "10"], "too few for a 128-d covariance"),
         ([ckpt, "--data-root", str(tmp_path / "empty")], "is not in"),
+        ([ckpt, "--data-root", str(tmp_path / "empty")], "Copy the four official .gz files there"),
         ([ckpt, "--n", "1000", "--k", "999"], "--k: must be in [1, n/20 = 50]"),
         ([ckpt, "--json", str(tmp_path / "nodir" / "s.json")], "--json: cannot write"),
         ([ckpt, "--export", str(tmp_path / "file")], "--export: "),

@@ -194,7 +194,7 @@ def extract_data(args):
         try:
             getattr(torchvision.datasets, evaluate.DATASETS[dataset])(args.data_root, train=train, download=True)
         except Exception as e:  # noqa: BLE001 (the scripts' own one-line answer, before any run starts)
-            refuse(evaluate.data_problem(args.data_root, evaluate.DATASETS[dataset], e))
+            refuse(gan.data_problem(args.data_root, evaluate.DATASETS[dataset], e))
 
 
 def refuse(message):
