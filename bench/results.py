@@ -60,6 +60,7 @@ CONFIGS = {
     "dcgan_lr1e-4": ("dcgan", "--lr 1e-4", "dcgan.py candidate"),
     "dcgan_ls": ("dcgan", "--label-smoothing 0.1", "dcgan.py candidate"),
     "dcgan_lr1e-4_ls": ("dcgan", "--lr 1e-4 --label-smoothing 0.1", "dcgan.py candidate"),
+    "dcgan_lr5e-5_ls": ("dcgan", "--lr 5e-5 --label-smoothing 0.1", "dcgan.py candidate"),
 }
 METRICS = [("fid", "FID (clf) ↓", 2), ("precision", "precision ↑", 3), ("recall", "recall ↑", 3)]
 METRICS += [("classes_covered", "classes covered ↑", 1), ("kl_uniform", "KL ↓", 3)]
