@@ -88,6 +88,7 @@ def parse_args(argv=None):
 def run(args, name, seed):
     """One run, trained (or resumed) and scored, unless its scores for --epochs are already there."""
     stem = Path(args.out) / f"{name}_seed{seed}"
+    stem = stem.with_name(stem.name + ".x")  # with_suffix below would eat a name's own dot (ls0.2)
     if stem.with_suffix(".json").exists() and score(args, name, seed)["epochs"] == args.epochs:
         return
     train(args, name, seed)
