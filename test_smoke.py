@@ -1184,6 +1184,18 @@ def test_a_diverging_gpu_run_stops_with_one_line(variant, mode, data_root, tmp_p
 
 
 # ===== bench/results.py: seeds, resume, the table =====
+def test_results_script_scores_a_configuration_whose_name_has_a_dot(data_root, tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    monkeypatch.setitem(results.CONFIGS, "gan_ls0.2", ("gan", "--label-smoothing 0.2", "gan.py candidate"))
+    out = tmp_path / "out"
+    argv = [str(out), "--epochs", "1", "--seeds", "0", "--only", "gan_ls0.2", "--data-root", str(data_root)]
+    results.main([*argv, "--n", "256", "--extra", "--batch-size", "32", "--log-every", "5"])
+    assert results.score(results.parse_args(argv), "gan_ls0.2", 0)["epochs"] == 1  # not "gan_ls0.json"
+    assert (out / "gan_ls0.2_seed0.png").exists()
+
+
 def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_root, tmp_path, capsys, monkeypatch):
     sys.path.insert(0, str(ROOT / "bench"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # its runs go two side by side on the two cores
