@@ -244,7 +244,7 @@ def generate(G, latent_dim, n, seed, batch=1000):
 
 def describe(ckpt):
     a, flags = ckpt["args"], []
-    for key in ["hidden_dim", "latent_dim", "lr", "label_smoothing", "batch_size", "gp", "clip", "n_critic"]:
+    for key in ["hidden_dim", "latent_dim", "lr", "lr_d", "label_smoothing", "batch_size", "gp", "clip", "n_critic"]:
         if a.get(key) is not None and key in a:
             flags.append(f"{key.replace('_', '-')} {a[key]:g}")
     return ", ".join(flags)

@@ -71,7 +71,8 @@ def parse_args(argv=None):
     p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz; downloaded there if missing")
     p.add_argument("--epochs", type=positive(int), default=30, help="total epochs (with --resume: train up to this)")
     p.add_argument("--batch-size", type=positive(int), default=128, help="images per step")
-    p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate of G and D")
+    p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate of G, and of D without --lr-d")
+    p.add_argument("--lr-d", type=positive(float), help="Adam learning rate of D (default: --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2")
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")
@@ -475,9 +476,9 @@ def train(p, args, typed):
     D = Discriminator(img_dim, args.hidden_dim).to(device)
     graph = device.type == "cuda" and args.cuda_graph  # see CUDAGraphStep
     fused = device.type in ("cpu", "cuda")  # one kernel per step instead of a dozen per parameter
-    adam = {"lr": args.lr, "betas": (args.beta1, args.beta2), "fused": fused, "capturable": graph}
-    optim_G = torch.optim.Adam(G.parameters(), **adam)
-    optim_D = torch.optim.Adam(D.parameters(), **adam)
+    adam = {"betas": (args.beta1, args.beta2), "fused": fused, "capturable": graph}
+    optim_G = torch.optim.Adam(G.parameters(), lr=args.lr, **adam)
+    optim_D = torch.optim.Adam(D.parameters(), lr=args.lr_d or args.lr, **adam)  # --lr-d: TTUR, Heusel et al. 2017
     loss_func = nn.BCELoss()
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.

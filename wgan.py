@@ -72,8 +72,11 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive(int), default=30, help="total epochs (with --resume: train up to this)")
     p.add_argument("--batch-size", type=positive(int), default=128, help="images per step")
     p.add_argument(
-        "--lr", type=positive(float), help="learning rate of G and D (default 5e-5 RMSprop; 1e-4 Adam with --gp)"
+        "--lr",
+        type=positive(float),
+        help="learning rate of G, and of D without --lr-d (default 5e-5 RMSprop; 1e-4 Adam with --gp)",
     )
+    p.add_argument("--lr-d", type=positive(float), help="learning rate of D (default: --lr)")
     p.add_argument("--beta1", type=float, help="Adam beta1, --gp only (default 0.5)")
     p.add_argument("--beta2", type=float, help="Adam beta2, --gp only (default 0.9)")
     p.add_argument("--n-critic", type=positive(int), default=5, help="critic steps per generator step")
@@ -501,12 +504,12 @@ def train(p, args, typed):
     graph = device.type == "cuda" and args.cuda_graph  # see CUDAGraphStep
     if args.gp:  # Adam is fine once the penalty, not clipping, keeps the critic Lipschitz
         fused = device.type in ("cpu", "cuda")  # one kernel per step instead of a dozen per parameter
-        adam = {"lr": args.lr, "betas": (args.beta1, args.beta2), "fused": fused, "capturable": graph}
-        optim_G = torch.optim.Adam(G.parameters(), **adam)
-        optim_D = torch.optim.Adam(D.parameters(), **adam)
+        adam = {"betas": (args.beta1, args.beta2), "fused": fused, "capturable": graph}
+        optim_G = torch.optim.Adam(G.parameters(), lr=args.lr, **adam)
+        optim_D = torch.optim.Adam(D.parameters(), lr=args.lr_d or args.lr, **adam)  # --lr-d: TTUR, Heusel et al. 2017
     else:  # the WGAN paper: momentum-based optimisers made clipped critics unstable, so RMSprop
         optim_G = torch.optim.RMSprop(G.parameters(), lr=args.lr, capturable=graph)
-        optim_D = torch.optim.RMSprop(D.parameters(), lr=args.lr, capturable=graph)
+        optim_D = torch.optim.RMSprop(D.parameters(), lr=args.lr_d or args.lr, capturable=graph)
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.
     fixed_noise = torch.randn(64, args.latent_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)

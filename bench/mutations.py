@@ -201,6 +201,35 @@ MUTATIONS = [
         [("with torch.no_grad():  # the handout's .detach()", "with contextlib.nullcontext():  # the handout's")],
         "multiplies",
     ),
+    (
+        "gan.py",
+        "--lr-d ignored (D at --lr)",
+        [("lr=args.lr_d or args.lr, **adam", "lr=args.lr, **adam")],
+        "lr_d and not dcgan and not wgan",
+    ),
+    (
+        "dcgan.py",
+        "--lr-d given to G too",
+        [
+            (
+                "optim_G = torch.optim.Adam(G.parameters(), lr=args.lr,",
+                "optim_G = torch.optim.Adam(G.parameters(), lr=args.lr_d or args.lr,",
+            )
+        ],
+        "lr_d and dcgan",
+    ),
+    (
+        "wgan.py",
+        "--lr-d ignored by the clipping mode's RMSprop",
+        [("lr=args.lr_d or args.lr, capturable", "lr=args.lr, capturable")],
+        "lr_d and wgan",
+    ),
+    (
+        "wgan.py",
+        "--lr-d ignored with --gp",
+        [("lr=args.lr_d or args.lr, **adam", "lr=args.lr, **adam")],
+        "lr_d and wgan",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each

@@ -61,6 +61,7 @@ CONFIGS = {
     "dcgan_ls": ("dcgan", "--label-smoothing 0.1", "dcgan.py candidate"),
     "dcgan_lr1e-4_ls": ("dcgan", "--lr 1e-4 --label-smoothing 0.1", "dcgan.py candidate"),
     "dcgan_lr5e-5_ls": ("dcgan", "--lr 5e-5 --label-smoothing 0.1", "dcgan.py candidate"),
+    "dcgan_lr1e-4_lrd5e-5_ls": ("dcgan", "--lr 1e-4 --lr-d 5e-5 --label-smoothing 0.1", "dcgan.py candidate"),
     "dcgan_lr1e-4_ls0.2": ("dcgan", "--lr 1e-4 --label-smoothing 0.2", "dcgan.py candidate"),
     "dcgan_lr5e-5_ls0.2": ("dcgan", "--lr 5e-5 --label-smoothing 0.2", "dcgan.py candidate"),
 }
