@@ -57,6 +57,11 @@ CONFIGS = {
         "--hidden-dim 2048 --label-smoothing 0.1 --lr 4e-4 --batch-size 64",
         "gan.py candidate",
     ),
+    "gan_h2048_ls_lr4e-4_lrd2e-4": (
+        "gan",
+        "--hidden-dim 2048 --label-smoothing 0.1 --lr 4e-4 --lr-d 2e-4",
+        "gan.py candidate",
+    ),
     "dcgan_lr1e-4": ("dcgan", "--lr 1e-4", "dcgan.py candidate"),
     "dcgan_ls": ("dcgan", "--label-smoothing 0.1", "dcgan.py candidate"),
     "dcgan_lr1e-4_ls": ("dcgan", "--lr 1e-4 --label-smoothing 0.1", "dcgan.py candidate"),
