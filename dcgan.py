@@ -6,6 +6,7 @@ Radford et al., "Unsupervised Representation Learning with Deep Convolutional GA
     python dcgan.py                              # 30 epochs on FashionMNIST, writes dcgan.pt
     python dcgan.py --dataset mnist --epochs 50 --ckpt dcgan_mnist.pt
     python dcgan.py --epochs 60 --resume         # continue dcgan.pt up to epoch 60
+    python dcgan.py --lr 1e-4 --lr-d 5e-5 --label-smoothing 0.1   # tuned: 10 of 10 classes in 3 of 3 seeds (README)
     tensorboard --logdir runs                    # losses, images, graph, hyper-parameters
     python perturb.py --ckpt dcgan.pt            # latent-dimension grid
 """
