@@ -1219,6 +1219,24 @@ def test_results_script_scores_a_configuration_whose_name_has_a_dot(data_root, t
     assert (out / "gan_ls0.2_seed0.png").exists()
 
 
+def test_results_figure_labels_each_row_and_names_the_flags_of_candidates_and_recipes(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    names = ["dcgan", "wgan_gp", "dcgan_lr1e-4_ls", "dcgan_lr1e-4_lrd5e-5_ls"]
+    for name in names:
+        Image.new("L", (20, 8), 128).save(tmp_path / f"{name}_seed0.png")
+    drawn = {}
+    monkeypatch.setattr(results.gan, "labelled", lambda path, tiles, labels, **kw: drawn.update(labels=labels))
+    results.figure(argparse.Namespace(out=str(tmp_path), seeds=[0], epochs=30), names, str(tmp_path / "f.png"))
+    assert drawn["labels"] == [
+        "dcgan.py, handout defaults",
+        "wgan.py --gp 10 (WGAN-GP)",  # its flags are in its name already
+        "dcgan.py candidate --lr 1e-4 --label-smoothing 0.1",
+        "dcgan.py recipe --lr 1e-4 --lr-d 5e-5 --label-smoothing 0.1",
+    ]
+
+
 def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_root, tmp_path, capsys, monkeypatch):
     sys.path.insert(0, str(ROOT / "bench"))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # its runs go two side by side on the two cores
