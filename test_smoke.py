@@ -284,9 +284,10 @@ def test_label_smoothing_reaches_the_d_step(data_root, tmp_path):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_lr_d_moves_d_alone(variant, data_root, tmp_path):
+def test_lr_d_moves_d_alone(variant, data_root, small_data_root, tmp_path):
     """--lr-d 1e-9 must freeze D (as --lr 1e-9 does) and leave G training at --lr: D's own rate, not G's."""
-    script, extra, _, batch, _ = VARIANTS[variant]
+    script, extra, _, batch, n_images = VARIANTS[variant]
+    data_root = data_root if n_images == 320 else small_data_root
     argv = [*extra, "--data-root", str(data_root), "--batch-size", str(batch), "--epochs", "1"]
     nets = {}
     for name, flags in [("slow_d", ["--lr-d", "1e-9"]), ("slow_both", ["--lr", "1e-9"])]:
