@@ -43,6 +43,7 @@ CONFIGS = {
     "gan_lr1e-4_ls": ("gan", "--lr 1e-4 --label-smoothing 0.1", "gan.py candidate"),
     "gan_h512_ls": ("gan", "--hidden-dim 512 --label-smoothing 0.1", "gan.py candidate"),
     "gan_h1024_ls": ("gan", "--hidden-dim 1024 --label-smoothing 0.1", "gan.py candidate"),
+    "gan_h1024_lr4e-4": ("gan", "--hidden-dim 1024 --lr 4e-4", "gan.py candidate"),  # width without smoothing
     "gan_h1024_ls_lr4e-4": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --lr 4e-4", "gan.py candidate"),
     "gan_h1024_ls0.2_lr4e-4": ("gan", "--hidden-dim 1024 --label-smoothing 0.2 --lr 4e-4", "gan.py candidate"),
     "gan_h1024_ls_lr8e-4": ("gan", "--hidden-dim 1024 --label-smoothing 0.1 --lr 8e-4", "gan.py candidate"),
