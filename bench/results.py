@@ -53,6 +53,7 @@ CONFIGS = {
         "--hidden-dim 1024 --label-smoothing 0.1 --lr 4e-4 --batch-size 64",
         "gan.py candidate",
     ),
+    "gan_h2048_lr4e-4": ("gan", "--hidden-dim 2048 --lr 4e-4", "gan.py candidate"),  # the recipe without smoothing
     "gan_h2048_ls_lr4e-4": ("gan", "--hidden-dim 2048 --label-smoothing 0.1 --lr 4e-4", "gan.py recipe"),
     "gan_h2048_ls_lr4e-4_b64": (
         "gan",
