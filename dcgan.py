@@ -73,7 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=positive(int), default=30, help="total epochs (with --resume: train up to this)")
     p.add_argument("--batch-size", type=positive(int), default=128, help="images per step")
     p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate of G, and of D without --lr-d")
-    p.add_argument("--lr-d", type=positive(float), help="Adam learning rate of D (default: --lr)")
+    p.add_argument("--lr-d", type=positive(float), help="Adam learning rate of D (%(default)s: same as --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2")
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")

@@ -29,7 +29,7 @@ def parse_args(argv=None):
         description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     p.add_argument("--ckpt", required=True, help="checkpoint written by gan.py, dcgan.py or wgan.py")
-    p.add_argument("--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint)")
+    p.add_argument("--out", help="image to write (%(default)s: <figure>_<ckpt stem>.png beside the checkpoint)")
     p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
     p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")

@@ -74,17 +74,19 @@ def parse_args(argv=None):
     p.add_argument(
         "--lr",
         type=positive(float),
-        help="learning rate of G, and of D without --lr-d (default 5e-5 RMSprop; 1e-4 Adam with --gp)",
+        help="learning rate of G, and of D without --lr-d (%(default)s: 5e-5 RMSprop; 1e-4 Adam with --gp)",
     )
-    p.add_argument("--lr-d", type=positive(float), help="learning rate of D (default: --lr)")
-    p.add_argument("--beta1", type=float, help="Adam beta1, --gp only (default 0.5)")
-    p.add_argument("--beta2", type=float, help="Adam beta2, --gp only (default 0.9)")
+    p.add_argument("--lr-d", type=positive(float), help="learning rate of D (%(default)s: same as --lr)")
+    p.add_argument("--beta1", type=float, help="Adam beta1, --gp only (%(default)s: 0.5)")
+    p.add_argument("--beta2", type=float, help="Adam beta2, --gp only (%(default)s: 0.9)")
     p.add_argument("--n-critic", type=positive(int), default=5, help="critic steps per generator step")
     p.add_argument(
-        "--clip", type=positive(float), help="clip critic weights to [-clip, clip] (default 0.01; not with --gp)"
+        "--clip", type=positive(float), help="clip critic weights to [-clip, clip] (%(default)s: 0.01; not with --gp)"
     )
     p.add_argument(
-        "--gp", type=positive(float), help="gradient-penalty weight lambda: WGAN-GP instead of clipping (paper: 10)"
+        "--gp",
+        type=positive(float),
+        help="gradient-penalty weight lambda: WGAN-GP instead of clipping (paper: 10; %(default)s: clipping)",
     )
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")
     p.add_argument("--seed", type=seed, default=0, help="seeds weights, noise and data order, in [0, 2^32)")
