@@ -14,11 +14,13 @@
 #
 # A 15-minute loan holds one ~9-minute call. Question 3's table in five loans (estimates, not measured):
 #   1. bash bench/gpu_session.sh tests &&
-#      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64
+#      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
+#        gan_h2048_ls_lr4e-4_lrd8e-4
 #   2. bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_ls
 #   3. bash bench/gpu_session.sh results wgan
 #   4. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
-#   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 dcgan \
+#   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
+#        gan_h2048_ls_lr4e-4_lrd8e-4 dcgan \
 #        dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_lr1e-4_lrd5e-5_ls wgan wgan_gp
 #      (the last seed, then the whole table and figure from the files brought back)
 # Each call from the second on carries ["gpu_data/FashionMNIST", "gpu_results"], after tar xzf of the last results.tar.gz.
