@@ -1228,8 +1228,10 @@ def test_results_figure_labels_each_row_and_names_the_flags_of_candidates_and_re
     for name in names:
         Image.new("L", (20, 8), 128).save(tmp_path / f"{name}_seed0.png")
     drawn = {}
-    monkeypatch.setattr(results.gan, "labelled", lambda path, tiles, labels, **kw: drawn.update(labels=labels))
-    results.figure(argparse.Namespace(out=str(tmp_path), seeds=[0], epochs=30), names, str(tmp_path / "f.png"))
+    monkeypatch.setattr(results.gan, "labelled", lambda path, tiles, labels, **kw: drawn.update(kw, labels=labels))
+    args = argparse.Namespace(out=str(tmp_path), seeds=[0], epochs=30, extra=["--dataset", "mnist"])
+    results.figure(args, names, str(tmp_path / "f.png"))
+    assert drawn["title"].startswith("MNIST, 30 epochs, seed 0")  # a figure says what it was trained on
     assert drawn["labels"] == [
         "dcgan.py, handout defaults",
         "wgan.py --gp 10 (WGAN-GP)",  # its flags are in its name already

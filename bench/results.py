@@ -205,14 +205,18 @@ def figure(args, names, path):
         labels.append(
             CONFIGS[name][2] + (f" {CONFIGS[name][1]}" if CONFIGS[name][2].endswith(("candidate", "recipe")) else "")
         )
-    gan.labelled(
-        path, tiles, labels, title=f"{args.epochs} epochs, seed {args.seeds[0]}, the same 10 z per row", across=False
-    )
+    title = f"{evaluate.DATASETS[dataset_of(args)]}, {args.epochs} epochs, seed {args.seeds[0]}, the same 10 z per row"
+    gan.labelled(path, tiles, labels, title=title, across=False)
+
+
+def dataset_of(args):
+    """The dataset every run trains on: --extra's --dataset, else the scripts' default."""
+    return args.extra[args.extra.index("--dataset") + 1] if "--dataset" in args.extra[:-1] else "fashion-mnist"
 
 
 def extract_data(args):
     """Both splits unpacked once, here: runs and scorers started side by side would unpack the same .gz together."""
-    dataset = args.extra[args.extra.index("--dataset") + 1] if "--dataset" in args.extra[:-1] else "fashion-mnist"
+    dataset = dataset_of(args)
     if dataset not in evaluate.DATASETS:
         refuse(f"argument --extra: --dataset {dataset!r} is not one of {', '.join(evaluate.DATASETS)}")
     for train in (True, False):
