@@ -1220,6 +1220,21 @@ def test_results_script_scores_a_configuration_whose_name_has_a_dot(data_root, t
     assert (out / "gan_ls0.2_seed0.png").exists()
 
 
+def test_results_script_refuses_its_own_flags_after_extra_before_any_work(tmp_path, capsys):
+    """--extra passes all that follows to the training runs: `--extra --dataset mnist --figure f.png` would have
+    trained for the figure's sake and then failed in gan.py's argument parser."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    for flag in ["--figure", "--seeds", "--seed", "--ckpt=x.pt"]:
+        with pytest.raises(SystemExit) as stop:
+            results.parse_args([str(tmp_path / "out"), "--extra", "--dataset", "mnist", flag, "1"])
+        assert stop.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err.splitlines()[-1]
+    args = results.parse_args([str(tmp_path / "out"), "--figure", "f.png", "--extra", "--dataset", "mnist"])
+    assert (args.figure, args.extra) == ("f.png", ["--dataset", "mnist"])  # before --extra: results.py's own
+    assert not (tmp_path / "out").exists()
+
+
 def test_results_figure_labels_each_row_and_names_the_flags_of_candidates_and_recipes(tmp_path, monkeypatch):
     sys.path.insert(0, str(ROOT / "bench"))
     import results

@@ -85,6 +85,8 @@ CONFIGS = {
 }
 METRICS = [("fid", "FID (clf) ↓", 2), ("precision", "precision ↑", 3), ("recall", "recall ↑", 3)]
 METRICS += [("classes_covered", "classes covered ↑", 1), ("kl_uniform", "KL ↓", 3)]
+OWN_FLAGS = {"--epochs", "--seeds", "--only", "--jobs", "--data-root", "--n", "--figure", "--extra"}
+OWN_FLAGS |= {"--seed", "--ckpt", "--logdir", "--resume"}  # set by train() for each run
 
 
 def parse_args(argv=None):
@@ -92,7 +94,7 @@ def parse_args(argv=None):
     p.add_argument("out", help="folder for checkpoints, logs, TensorBoard runs, scores.json and table.md")
     p.add_argument("--epochs", type=int, default=30, help="epochs per run (the handout's 30)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds per configuration")
-    p.add_argument("--only", nargs="+", choices=CONFIGS, help="configurations to run (default: all)")
+    p.add_argument("--only", nargs="+", choices=CONFIGS, metavar="CONFIG", help="configurations to run (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds <Name>/raw/*.gz")
     p.add_argument("--n", type=int, default=10_000, help="samples scored per checkpoint (evaluate.py --n)")
@@ -101,6 +103,11 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.jobs < 1 or args.epochs < 1:
         p.error("arguments --jobs/--epochs: must be positive")
+    # --extra takes everything after it: a flag of this script typed there would reach gan.py as an unknown one,
+    # and one this script sets for each run would fight it.
+    for flag in args.extra:
+        if flag.split("=")[0] in OWN_FLAGS:
+            p.error(f"argument --extra: {flag.split('=')[0]} belongs before --extra (all after it goes to every run)")
     return args
 
 
