@@ -348,6 +348,44 @@ def test_the_gradient_penalty_is_per_sample_and_trains_the_critic():
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in weights)
 
 
+def test_the_gradient_penalty_is_taken_on_the_segments_between_real_and_fake():
+    import wgan
+
+    seen = []
+
+    class Recording(LinearCritic):
+        def forward(self, x):
+            seen.append(x.detach().flatten(1))
+            return super().forward(x)
+
+    real, fake = real_batch(64), real_batch(64, seed=1)
+    wgan.gradient_penalty(Recording(1.0), real, fake)
+    gap, offset = (real - fake).flatten(1), seen[0] - fake.flatten(1)
+    t = (offset * gap).sum(1) / gap.square().sum(1)  # where on its segment each point lies
+    assert torch.allclose(offset, t[:, None] * gap, atol=1e-5)  # on the line through real and fake: one eps per image
+    assert (t >= 0).all() and (t <= 1).all()  # between the two, not beyond
+    assert t.std() > 0.15  # a weight of its own for each pair (uniform on [0, 1] has std 0.29)
+
+
+def test_each_wgan_critic_step_draws_a_fresh_batch(monkeypatch):
+    import wgan
+
+    batches, critic_step = [], wgan.train_discriminator
+
+    def recording(real_images, *rest):
+        batches.append(real_images)
+        return critic_step(real_images, *rest)
+
+    monkeypatch.setattr(wgan, "train_discriminator", recording)
+    _, G, D = small_nets("wgan")
+    images = tiny_split(320, 0)[0].unsqueeze(1)
+    optim_D, optim_G = torch.optim.RMSprop(D.parameters(), lr=5e-5), torch.optim.RMSprop(G.parameters(), lr=5e-5)
+    wgan.train_step(images, D, G, optim_D, optim_G, 32, 16, 3, 0.01, None)
+    assert len(batches) == 3 and all(b.shape == (32, 1, 28, 28) for b in batches)
+    assert not torch.equal(batches[0], batches[1]) and not torch.equal(batches[1], batches[2])  # the handout's reuse
+    assert all(b.min() >= -1 and b.max() <= 1 and b.min() < 0 for b in batches)  # real images, scaled to [-1, 1]
+
+
 # ===== The small pure pieces, exactly =====
 def test_images_are_scaled_to_minus_one_one():
     import gan
@@ -432,6 +470,40 @@ def test_evaluate_metrics_on_constructed_features():
     s = ev.scores(ref, uneven, ref, 5)
     assert s["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
     assert s["class_shares"][:2] == [20 / 400, 19 / 400] and s["class_shares"][9] == 81 / 400
+
+
+def test_evaluate_precision_and_recall_on_points_of_a_line():
+    import evaluate as ev
+
+    ref = torch.arange(10.0)[:, None]  # 0, 1, ..., 9: each one's nearest other point is 1 away
+    fake = torch.tensor([[x + 0.5] for x in range(9)] + [[20.0]])  # 0.5, ..., 8.5 in between, and one far off
+    assert ev.knn_radii(ref, 1).tolist() == [1.0] * 10  # the k-th neighbour other than the point itself
+    assert ev.coverage(fake, ref, ev.knn_radii(ref, 1)) == pytest.approx(0.9)  # precision: all but the far one
+    assert ev.coverage(ref, fake, ev.knn_radii(fake, 1)) == 1.0  # recall: the far one's ball (11.5) reaches 9
+    assert ev.knn_radii(ref, 3).tolist() == [3.0, 2.0] + [2.0] * 6 + [2.0, 3.0]  # ends reach inward only
+
+
+def with_moments(x, mean, cov):
+    """x moved so that its sample mean and covariance are exactly `mean` and `cov`."""
+    x = x.double() - x.double().mean(0)
+    white = x @ torch.linalg.inv(torch.linalg.cholesky(torch.cov(x.T))).T  # sample covariance: exactly I
+    return white @ torch.linalg.cholesky(cov.double()).T + mean.double()
+
+
+def test_evaluate_frechet_distance_matches_its_closed_form():
+    import evaluate as ev
+
+    g = torch.Generator().manual_seed(0)
+    # Diagonal covariances: FID = |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2.
+    a = with_moments(torch.randn(500, 3, generator=g), torch.tensor([1.0, 0, 0]), torch.diag(torch.tensor([4.0, 1, 9])))
+    b = with_moments(torch.randn(500, 3, generator=g), torch.tensor([0.0, 2, 0]), torch.diag(torch.tensor([1.0, 1, 1])))
+    assert ev.frechet_distance(a, b) == pytest.approx(1 + 4 + (2 - 1) ** 2 + 0 + (3 - 1) ** 2, rel=1e-9)
+    # Covariances that do not commute: for 2x2, tr sqrt(M) = sqrt(tr M + 2 sqrt(det M)), with M ~ cov_a cov_b.
+    cov_a, cov_b = torch.tensor([[4.0, 0], [0, 1]]).double(), torch.tensor([[2.0, 1], [1, 2]]).double()
+    a = with_moments(torch.randn(500, 2, generator=g), torch.zeros(2), cov_a)
+    b = with_moments(torch.randn(500, 2, generator=g), torch.tensor([3.0, 4]), cov_b)
+    cross = math.sqrt((cov_a @ cov_b).trace().item() + 2 * math.sqrt((cov_a.det() * cov_b.det()).item()))
+    assert ev.frechet_distance(a, b) == pytest.approx(25 + 5 + 4 - 2 * cross, rel=1e-9)
 
 
 # ===== Training runs =====
@@ -1282,6 +1354,11 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[2] == "2" and all(" ± " in c for c in cells[4:]), row  # mean ± sd over the two seeds
     assert re.fullmatch(r"\S+ ± \S+ \((\d+), (\d+)\)", cells[7]), row  # and the classes of each seed
+    seeds = [results.score(results.parse_args(argv), "gan", s) for s in [0, 1]]  # each run's own scores file
+    for (key, _, digits), text in zip(results.METRICS, cells[4:], strict=True):
+        a, b = (float(r[key]) for r in seeds)
+        mean, sd = (a + b) / 2, abs(a - b) / math.sqrt(2)  # the sample standard deviation (n - 1) of two values
+        assert text.split(" (")[0] == f"{mean:.{digits}f} ± {sd:.{digits}f}", (key, text, a, b)
     for s in [0, 1]:
         assert re.search(rf"^- gan, seed {s}: .* under 5%$", table, re.M), table
     assert (out / "table.md").read_text().strip() == table.split("\nfigure:")[0].strip()

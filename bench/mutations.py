@@ -28,6 +28,7 @@ SELECT = {
     "wgan.py": "wgan or gradient_penalty",
     "perturb.py": "perturb and not dcgan and not wgan",
     "evaluate.py": "evaluate",
+    "bench/results.py": "results",
 }
 
 # (file, what the bug is, [(text, replacement), ...], optional -k selection overriding SELECT)
@@ -230,6 +231,68 @@ MUTATIONS = [
         [("lr=args.lr_d or args.lr, **adam", "lr=args.lr, **adam")],
         "lr_d and wgan",
     ),
+    (
+        "wgan.py",
+        "the penalty's interpolation weight drawn per pixel, not per image",
+        [
+            (
+                "eps = torch.rand(real_images.size(0), 1, 1, 1, device=real_images.device)",
+                "eps = torch.rand_like(real_images)",
+            )
+        ],
+    ),
+    (
+        "wgan.py",
+        "one interpolation weight for the whole batch",
+        [
+            (
+                "eps = torch.rand(real_images.size(0), 1, 1, 1, device=real_images.device)",
+                "eps = torch.rand(1, 1, 1, 1, device=real_images.device)",
+            )
+        ],
+    ),
+    (
+        "wgan.py",
+        "every critic step of a generator step on the same batch (the handout's loop)",
+        [
+            (
+                "    for _ in range(n_critic):\n        real_images = to_unit(images[torch.randint(images.size(0), "
+                "(batch_size,), device=images.device)])\n",
+                "    real_images = to_unit(images[torch.randint(images.size(0), (batch_size,), "
+                "device=images.device)])\n    for _ in range(n_critic):\n",
+            )
+        ],
+    ),
+    (
+        "evaluate.py",
+        "FID's mean term not squared",
+        [("(mu_a - mu_b).square().sum()", "(mu_a - mu_b).abs().sum()")],
+    ),
+    (
+        "evaluate.py",
+        "FID's cross term from the eigenvalues of cov_a @ cov_b, which is not symmetric",
+        [("torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)", "torch.linalg.eigvalsh(cov_a @ cov_b)")],
+    ),
+    (
+        "evaluate.py",
+        "k-NN radii that count each point as its own nearest neighbour",
+        [("kthvalue(k + 1, dim=1)", "kthvalue(k, dim=1)")],
+    ),
+    (
+        "bench/results.py",
+        "the population standard deviation (n) where the table says the spread over seeds (n - 1)",
+        [("statistics.stdev(values)", "statistics.pstdev(values)")],
+    ),
+    (
+        "bench/results.py",
+        "every seed's cell from the first seed's scores",
+        [("scored = [rows[name, s] for s in args.seeds]", "scored = [rows[name, args.seeds[0]] for s in args.seeds]")],
+    ),
+    (
+        "bench/results.py",
+        "a finished run trained again",
+        [('if stem.with_suffix(".json").exists() and', "if False and")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
@@ -347,7 +410,7 @@ def main():
     gpu = {k for k, m in everything if m in GPU_MUTATIONS}
     if args.list:
         for k, (file, what, *_) in everything:
-            print(f"{k:2d}  {file:12s} {what}{' (GPU)' if k in gpu else ''}")
+            print(f"{k:2d}  {file:16s} {what}{' (GPU)' if k in gpu else ''}")
         return
     chosen = [(k, m) for k, m in everything if k in args.only] if args.only else None
     chosen = chosen or [(k, m) for k, m in everything if (k in gpu) == args.gpu]
