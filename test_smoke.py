@@ -273,14 +273,52 @@ def test_the_d_loss_is_bce_with_real_label_and_fake_label_0(script, real_label):
     assert loss_D.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_label_smoothing_reaches_the_d_step(data_root, tmp_path):
-    argv = ["--data-root", str(data_root), "--batch-size", "16", "--epochs", "1", "--hidden-dim", "32"]
+@pytest.mark.parametrize("script", ["gan", "dcgan"])
+def test_label_smoothing_reaches_the_d_step(script, data_root, small_data_root, tmp_path):
+    _, _, _, batch, n_images = VARIANTS[script]
+    data_root = data_root if n_images == 320 else small_data_root
+    argv = ["--data-root", str(data_root), "--batch-size", str(batch), "--epochs", "1"]
+    argv += ["--hidden-dim", "32"] if script == "gan" else []
     for name, smoothing in [("plain.pt", "0"), ("smooth.pt", "0.1")]:
         flags = ["--label-smoothing", smoothing, "--ckpt", str(tmp_path / name), "--logdir", str(tmp_path / "runs")]
-        run_main("gan", [*argv, *flags])
+        run_quietly(script, [*argv, *flags])
     plain, smooth = load(tmp_path / "plain.pt"), load(tmp_path / "smooth.pt")
     assert smooth["args"]["label_smoothing"] == 0.1
-    assert not torch.equal(plain["D"]["model.0.weight"], smooth["D"]["model.0.weight"])
+    first = next(iter(plain["D"]))  # D's first layer: moved by every D step's loss
+    assert not torch.equal(plain["D"][first], smooth["D"][first])
+
+
+@pytest.mark.parametrize("variant", ["gan", "dcgan", "wgan-gp"])
+def test_adam_betas_reach_both_optimisers(variant, data_root, small_data_root, tmp_path):
+    script, extra, _, batch, n_images = VARIANTS[variant]
+    data_root = data_root if n_images == 320 else small_data_root
+    argv = [*extra, "--data-root", str(data_root), "--batch-size", str(batch), "--epochs", "1"]
+    argv += ["--beta1", "0.0", "--beta2", "0.95", "--ckpt", str(tmp_path / "b.pt"), "--logdir", str(tmp_path / "runs")]
+    run_quietly(script, argv)
+    saved = load(tmp_path / "b.pt")
+    assert [tuple(saved[key]["param_groups"][0]["betas"]) for key in ("optim_G", "optim_D")] == [(0.0, 0.95)] * 2
+
+
+def test_wgan_clip_and_penalty_weight_reach_the_critic_step():
+    import wgan
+
+    G = wgan.Generator(16).eval()
+    real = real_batch(16)
+    for clip in [0.01, 0.05]:  # the critic's initial weights reach about 0.2: each bound is met, none passed
+        torch.manual_seed(0)
+        D = wgan.Discriminator()
+        wgan.train_discriminator(real, D, G, torch.optim.RMSprop(D.parameters(), lr=5e-5), 16, clip, None)
+        assert max(p.abs().max().item() for p in D.parameters()) == pytest.approx(clip)
+    losses = []
+    for gp in [5.0, 10.0]:  # a 2-Lipschitz linear critic: the penalty is exactly 1, so loss_D moves by the change in gp
+        torch.manual_seed(0)  # the same fakes and interpolates for both
+        D = LinearCritic(2.0)
+        loss_D, wasserstein, penalty = wgan.train_discriminator(
+            real, D, G, torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.9)), 16, None, gp
+        )
+        assert penalty.item() == pytest.approx(1, rel=1e-5) and loss_D.item() == pytest.approx(-wasserstein.item() + gp)
+        losses.append(loss_D.item())
+    assert losses[1] - losses[0] == pytest.approx(5.0, rel=1e-5)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))

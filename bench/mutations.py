@@ -293,6 +293,16 @@ MUTATIONS = [
         "a finished run trained again",
         [('if stem.with_suffix(".json").exists() and', "if False and")],
     ),
+    ("wgan.py", "--clip ignored (always 0.01)", [("param.clamp_(-clip, clip)", "param.clamp_(-0.01, 0.01)")]),
+    (
+        "wgan.py",
+        "--gp's weight ignored (always 10)",
+        [("loss_D = -wasserstein + (gp or 0) * penalty", "loss_D = -wasserstein + (10 if gp else 0) * penalty")],
+    ),
+    ("gan.py", "--beta1/--beta2 ignored", [('"betas": (args.beta1, args.beta2)', '"betas": (0.5, 0.999)')]),
+    ("dcgan.py", "--beta1/--beta2 ignored", [('"betas": (args.beta1, args.beta2)', '"betas": (0.5, 0.999)')]),
+    ("wgan.py", "--beta1/--beta2 ignored with --gp", [('"betas": (args.beta1, args.beta2)', '"betas": (0.5, 0.9)')]),
+    ("dcgan.py", "--label-smoothing ignored", [("real_label = 1.0 - args.label_smoothing", "real_label = 1.0")]),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
