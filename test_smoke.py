@@ -576,6 +576,32 @@ def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
     assert any(t.startswith("hyperparameters") for t in tags["tensors"])
 
 
+def test_tensorboard_epoch_curves_are_the_epoch_lines_and_the_means_of_the_step_losses(trained):
+    acc, tag, steps = events(run_dir_of(trained, "a.pt")), trained["tag"], trained["steps"]
+    wgan = tag == "WGAN"
+    # printed name -> TensorBoard tag, for the four numbers of an epoch line
+    names = {"Loss_D": "Loss/Discriminator", "Loss_G": "Loss/Generator"} | (
+        {"W": "Wasserstein", "GP": "GradientPenalty"} if wgan else {"D(x)": "Output/D_real", "D(G(z))": "Output/D_fake"}
+    )
+    lines = [line for line in trained["straight"].splitlines() if re.match(r"Epoch \d\d \| [\d.]+ s \|", line)]
+    assert len(lines) == 2
+    curves = {name: [e.value for e in acc.Scalars(f"{tag}/{t}")] for name, t in names.items()}
+    for epoch, line in enumerate(lines):
+        printed = dict(re.findall(r"\| (\S+) (-?\d+\.\d+)", line))
+        assert printed.keys() == names.keys(), line
+        for name, value in printed.items():
+            assert curves[name][epoch] == pytest.approx(float(value), abs=0.51 * 10 ** -len(value.split(".")[1]))
+    for name, t in [("Loss_D", "Step/Loss_D"), ("Loss_G", "Step/Loss_G")]:
+        step = [e.value for e in acc.Scalars(f"{tag}/{t}")]
+        means = [sum(step[e * steps : (e + 1) * steps]) / steps for e in range(2)]
+        assert curves[name] == pytest.approx(means, rel=1e-5, abs=1e-6)
+    if wgan:  # the critic's loss is -W (+ lambda GP): the Wasserstein curve has the paper's sign
+        gp = 10 if trained["variant"] == "wgan-gp" else 0
+        expected = [-w + gp * p for w, p in zip(curves["W"], curves["GP"], strict=True)]
+        assert curves["Loss_D"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        assert all(p > 0 for p in curves["GP"]) if gp else curves["GP"] == [0.0, 0.0]
+
+
 MILESTONES_OF_2_EPOCHS = [
     "samples_000pct_epoch000.png",
     "samples_025pct_epoch001.png",

@@ -303,6 +303,27 @@ MUTATIONS = [
     ("dcgan.py", "--beta1/--beta2 ignored", [('"betas": (args.beta1, args.beta2)', '"betas": (0.5, 0.999)')]),
     ("wgan.py", "--beta1/--beta2 ignored with --gp", [('"betas": (args.beta1, args.beta2)', '"betas": (0.5, 0.9)')]),
     ("dcgan.py", "--label-smoothing ignored", [("real_label = 1.0 - args.label_smoothing", "real_label = 1.0")]),
+    (
+        "gan.py",
+        "the epoch curves of D and G logged under each other's tags",
+        [
+            ('"GAN/Loss/Discriminator", mean[0]', '"GAN/Loss/Discriminator", mean[1]'),
+            ('"GAN/Loss/Generator", mean[1]', '"GAN/Loss/Generator", mean[0]'),
+        ],
+    ),
+    (
+        "dcgan.py",
+        "D(x) and D(G(z)) logged under each other's tags",
+        [
+            ('"DCGAN/Output/D_real", mean[2]', '"DCGAN/Output/D_real", mean[3]'),
+            ('"DCGAN/Output/D_fake", mean[3]', '"DCGAN/Output/D_fake", mean[2]'),
+        ],
+    ),
+    (
+        "wgan.py",
+        "the Wasserstein curve logged with the critic loss's sign",
+        [('"WGAN/Wasserstein", mean[2]', '"WGAN/Wasserstein", -mean[2]')],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
