@@ -131,6 +131,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     def __init__(self):
         super().__init__()
+        # Padding 2, as in the lab text (28 -> 14 -> 7); the fill-in-the-code handout pads none (-> 64x4x4).
         self.conv1 = nn.Sequential(nn.Conv2d(1, 32, 5, 1, 2), nn.LeakyReLU(0.1))  # (N, 1, 28, 28) -> (N, 32, 28, 28)
         self.pl1 = nn.MaxPool2d(2, stride=2)  # -> (N, 32, 14, 14)
         self.conv2 = nn.Sequential(nn.Conv2d(32, 64, 5, 1, 2), nn.LeakyReLU(0.1))  # -> (N, 64, 14, 14)

@@ -217,6 +217,55 @@ def scores_of(D, G, real, z, flat):
         return D(real.flatten(1) if flat else real).mean().item(), D(fake.flatten(1) if flat else fake).mean().item()
 
 
+# The handout's networks, layer by layer (its D pads the 5x5 convolutions by 2: 28 -> 14 -> 7, so Linear(64*7*7, 1024)).
+CONV_G = ["Linear(100, 1024)", "BatchNorm1d(1024)", "ReLU", "Linear(1024, 6272)", "BatchNorm1d(6272)", "ReLU"]
+CONV_G += ["ConvTranspose2d(128, 64, 4, 2, 1)", "BatchNorm2d(64)", "ReLU", "ConvTranspose2d(64, 1, 4, 2, 1)", "Tanh"]
+CONV_D = ["Conv2d(1, 32, 5, 1, 2)", "LeakyReLU(0.1)", "MaxPool2d(2, 2)", "Conv2d(32, 64, 5, 1, 2)", "LeakyReLU(0.1)"]
+CONV_D += ["MaxPool2d(2, 2)", "Linear(3136, 1024)", "LeakyReLU(0.1)", "Linear(1024, 1)", "Sigmoid"]
+HANDOUT_NETWORKS = {
+    "gan": (
+        ["Linear(100, 256)", "ReLU", "Linear(256, 256)", "ReLU", "Linear(256, 784)", "Tanh"],
+        ["Linear(784, 256)", "LeakyReLU(0.1)", "Linear(256, 256)", "LeakyReLU(0.1)", "Linear(256, 1)", "Sigmoid"],
+    ),
+    "dcgan": (CONV_G, CONV_D),
+    "wgan": (CONV_G, CONV_D[:-1]),  # the critic: no Sigmoid
+}
+
+
+def layers(net):
+    """Each layer as the handout writes it: its type and the numbers that define it."""
+    out = []
+    for m in net.modules():
+        if isinstance(m, torch.nn.Linear):
+            out.append(f"Linear({m.in_features}, {m.out_features})")
+        elif isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            sizes = (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0])
+            out.append(f"{type(m).__name__}{sizes}")
+        elif isinstance(m, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+            out.append(f"{type(m).__name__}({m.num_features})")
+        elif isinstance(m, torch.nn.LeakyReLU):
+            out.append(f"LeakyReLU({m.negative_slope})")
+        elif isinstance(m, torch.nn.MaxPool2d):
+            out.append(f"MaxPool2d({m.kernel_size}, {m.stride})")
+        elif not list(m.children()):
+            out.append(type(m).__name__)
+    return out
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_networks_are_the_handouts(script):
+    module = importlib.import_module(script)
+    _, args, _ = module.parse_args([])
+    if script == "gan":
+        G, D = module.Generator(args.latent_dim, args.hidden_dim, 784), module.Discriminator(784, args.hidden_dim)
+    else:
+        G, D = module.Generator(args.latent_dim), module.Discriminator()
+    assert (layers(G), layers(D)) == HANDOUT_NETWORKS[script]
+    images = G.eval()(torch.randn(4, args.latent_dim))  # and forward() chains them: the shapes fit end to end
+    assert images.shape == ((4, 784) if script == "gan" else (4, 1, 28, 28))
+    assert D(images).shape == (4, 1)
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_d_step_raises_d_on_real_and_lowers_it_on_fake(script):
     module, G, D = small_nets(script)

@@ -4,7 +4,7 @@ Each mutation replaces text in one file of a temporary copy of the repository, t
 that exercise that file (pytest -x -k SELECTION) in the copy. A mutation the suite does not fail on
 is MISSED: either a test is missing or the bug does not matter (then say why in the note).
 
-    python bench/mutations.py                 # all of them, a table at the end (about 17 minutes on 2 cores)
+    python bench/mutations.py                 # all of them, a table at the end (about 19 minutes on 2 cores)
     python bench/mutations.py --only 3 17     # some of them, by number
     python bench/mutations.py --list
     python bench/mutations.py --gpu           # the CUDA-graph path's, on a CUDA machine (bench/gpu_session.sh tests)
@@ -323,6 +323,17 @@ MUTATIONS = [
         "wgan.py",
         "the Wasserstein curve logged with the critic loss's sign",
         [('"WGAN/Wasserstein", mean[2]', '"WGAN/Wasserstein", -mean[2]')],
+    ),
+    (
+        "dcgan.py",
+        "D's LeakyReLU at the DCGAN paper's slope 0.2, not the handout's 0.1",
+        [("nn.Conv2d(1, 32, 5, 1, 2), nn.LeakyReLU(0.1)", "nn.Conv2d(1, 32, 5, 1, 2), nn.LeakyReLU(0.2)")],
+    ),
+    ("dcgan.py", "no batch norm after G's first transposed convolution", [("nn.BatchNorm2d(64),", "")]),
+    (
+        "wgan.py",
+        "the critic keeps dcgan.py's Sigmoid",
+        [("self.fc2 = nn.Linear(1024, 1)", "self.fc2 = nn.Sequential(nn.Linear(1024, 1), nn.Sigmoid())")],
     ),
 ]
 
