@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -264,6 +265,26 @@ def test_the_networks_are_the_handouts(script):
     images = G.eval()(torch.randn(4, args.latent_dim))  # and forward() chains them: the shapes fit end to end
     assert images.shape == ((4, 784) if script == "gan" else (4, 1, 28, 28))
     assert D(images).shape == (4, 1)
+
+
+# The lab text's hyper-parameters (with --gp, those of the WGAN-GP paper's MNIST code), as each script's defaults.
+ADAM = {"lr": 2e-4, "lr_d": None, "beta1": 0.5, "beta2": 0.999}
+HANDOUT_DEFAULTS = [
+    (
+        "gan",
+        [],
+        {"epochs": 30, "batch_size": 128, "latent_dim": 100, "hidden_dim": 256, "label_smoothing": 0.0, **ADAM},
+    ),
+    ("dcgan", [], {"epochs": 30, "batch_size": 128, "latent_dim": 100, "label_smoothing": 0.0, **ADAM}),
+    ("wgan", [], {"epochs": 30, "batch_size": 128, "latent_dim": 100, "lr": 5e-5, "n_critic": 5, "clip": 0.01}),
+    ("wgan", ["--gp", "10"], {"lr": 1e-4, "beta1": 0.5, "beta2": 0.9, "n_critic": 5, "clip": None, "gp": 10.0}),
+]
+
+
+@pytest.mark.parametrize("script, flags, expected", HANDOUT_DEFAULTS, ids=["gan", "dcgan", "wgan", "wgan-gp"])
+def test_the_defaults_are_the_handouts_hyper_parameters(script, flags, expected):
+    _, args, _ = importlib.import_module(script).parse_args(flags)
+    assert args.dataset == "fashion-mnist" and {key: vars(args)[key] for key in expected} == expected
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -612,6 +633,24 @@ def test_checkpoint_loads_with_weights_only_and_rebuilds_the_generator(trained):
     with torch.no_grad():
         images = G(ckpt["fixed_noise"][:4]).view(-1, 1, 28, 28)
     assert images.min() >= -1 and images.max() <= 1
+
+
+def test_each_grid_is_the_generator_of_its_moment_on_one_fixed_z(trained):
+    """The handout draws fresh noise for every grid, so epochs cannot be compared: here one z serves the whole run."""
+    a, module = load(trained["cwd"] / "a.pt"), importlib.import_module(VARIANTS[trained["variant"]][0])
+    assert torch.equal(a["fixed_noise"], trained["c_stopped_at"]["fixed_noise"])  # epoch 0's z is epoch 2's
+    G = module.Generator(**a["generator_kwargs"])
+    G.load_state_dict(a["G"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the run's own arithmetic (run_quietly), bit for bit
+    try:
+        final = module.to_uint8(module.sample(G, a["fixed_noise"]))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(a["history"][2], final)
+    logged = events(run_dir_of(trained, "a.pt")).Images("Generated Images")[-1]
+    png = torchvision.transforms.functional.pil_to_tensor(Image.open(io.BytesIO(logged.encoded_image_string)))
+    assert logged.step == 2 and torch.equal(png, torchvision.utils.make_grid(final))  # as TensorBoard shows it
 
 
 def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):

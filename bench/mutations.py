@@ -335,6 +335,19 @@ MUTATIONS = [
         "the critic keeps dcgan.py's Sigmoid",
         [("self.fc2 = nn.Linear(1024, 1)", "self.fc2 = nn.Sequential(nn.Linear(1024, 1), nn.Sigmoid())")],
     ),
+    (
+        "gan.py",
+        "each epoch's grid drawn from fresh noise (the handout's way)",
+        [
+            (
+                "history[epoch + 1] = to_uint8(sample(G, fixed_noise))",
+                "history[epoch + 1] = to_uint8(sample(G, torch.randn_like(fixed_noise)))",
+            )
+        ],
+    ),
+    ("gan.py", "--lr's default 1e-3, not the handout's 2e-4", [("default=2e-4, help=", "default=1e-3, help=")]),
+    ("dcgan.py", "--batch-size's default 64, not the handout's 128", [("default=128, help=", "default=64, help=")]),
+    ("wgan.py", "--n-critic's default 1, not the handout's 5", [("default=5, help=", "default=1, help=")]),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
