@@ -206,7 +206,7 @@ def main(argv=None):
         with SummaryWriter(args.logdir) as writer:
             writer.add_image(
                 f"{kind}/{stem}",
-                torch.tensor(list(canvas.getdata()), dtype=torch.uint8).view(1, canvas.height, canvas.width),
+                torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).view(1, canvas.height, canvas.width),
                 0,
             )
         print(f"and to TensorBoard in {args.logdir} under {kind}/{stem}")

@@ -139,6 +139,13 @@ def events(run_dir):
     return acc
 
 
+def pixels(png):
+    """A PNG, as a path or as bytes, as a uint8 tensor (channels, height, width)."""
+    return torchvision.transforms.functional.pil_to_tensor(
+        Image.open(io.BytesIO(png) if isinstance(png, bytes) else png)
+    )
+
+
 def run_dir_of(trained, name):
     return Path(load(trained["cwd"] / name)["run_dir"])
 
@@ -649,8 +656,9 @@ def test_each_grid_is_the_generator_of_its_moment_on_one_fixed_z(trained):
         torch.set_num_threads(threads)
     assert torch.equal(a["history"][2], final)
     logged = events(run_dir_of(trained, "a.pt")).Images("Generated Images")[-1]
-    png = torchvision.transforms.functional.pil_to_tensor(Image.open(io.BytesIO(logged.encoded_image_string)))
-    assert logged.step == 2 and torch.equal(png, torchvision.utils.make_grid(final))  # as TensorBoard shows it
+    assert logged.step == 2 and torch.equal(
+        pixels(logged.encoded_image_string), torchvision.utils.make_grid(final)
+    )  # as TensorBoard shows it
 
 
 def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
@@ -890,6 +898,31 @@ def test_perturb_every_mode_and_size(trained, tmp_path):
         assert Image.open(out).size == png_size(rows, cols, scale), flags
 
 
+def test_perturb_draws_in_each_cell_g_of_its_rows_change_to_its_columns_z(trained, tmp_path):
+    if trained["variant"] != "dcgan":
+        pytest.skip("checked on a batch-norm generator, where a cell could also depend on the others")
+    import perturb
+
+    ckpt = str(trained["cwd"] / "a.pt")
+    flags = ["--dims", "3", "50", "--values", "-2", "2", "--n-samples", "3", "--seed", "4"]
+    perturb.main(["--ckpt", ckpt, "--out", str(tmp_path / "f.png"), *flags, "--logdir", str(tmp_path / "tb")])
+    G = importlib.import_module("dcgan").Generator(**load(ckpt)["generator_kwargs"])
+    G.load_state_dict(load(ckpt)["G"])
+    z = torch.randn(3, 100, generator=torch.Generator().manual_seed(4))  # the columns
+    png = pixels(tmp_path / "f.png")[0].int()
+    for r, (dim, value) in enumerate([(3, -2.0), (3, 2.0), (50, -2.0), (50, 2.0)]):  # the rows: each dim, each value
+        changed = z.clone()
+        changed[:, dim] += value
+        with torch.no_grad():
+            expected = G.eval()(changed).view(3, 28, 28).add(1).mul(127.5).round().clamp(0, 255).int()
+        for c in range(3):
+            top, left = perturb.TOP + r * (56 + perturb.GAP) + perturb.GAP, perturb.LEFT + c * (56 + perturb.GAP)
+            cell = png[top : top + 56 : 2, left + perturb.GAP : left + perturb.GAP + 56 : 2]  # --scale 2
+            assert (cell - expected[c]).abs().max() <= 1, (r, c)  # 1 grey level: the batch's rounding
+    logged = events(tmp_path / "tb").Images("perturb/a")[0]  # TensorBoard holds the same figure
+    assert torch.equal(pixels(logged.encoded_image_string).int(), png.expand(3, -1, -1))  # as RGB
+
+
 def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
     if trained["variant"] != "gan":
         pytest.skip("the command line does not depend on the script: checked once")
@@ -974,6 +1007,33 @@ def test_evaluate_scores_every_script(trained, data_root, capsys):
     lines, _ = evaluate([ckpt, "--data-root", str(data_root), "--n", "256"], capsys)
     body = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
     assert [r[0] for r in body] == ["real data", ckpt] and all(float(r[4]) >= 0 for r in body)
+
+
+def test_evaluate_feeds_the_metrics_what_it_says(trained, data_root, tmp_path, capsys):
+    """The metrics are pinned on constructed features; this pins their inputs: the shipped classifier in eval mode,
+    the real test split as the reference, --n real training images and --n samples of G in eval mode from --seed."""
+    if trained["variant"] != "gan":
+        pytest.skip("the inputs do not depend on the script: checked once")
+    import evaluate as ev
+
+    ckpt = str(trained["cwd"] / "a.pt")
+    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--seed", "3", "--json", str(tmp_path / "s.json")]
+    evaluate(argv, capsys)
+    rows = json.loads((tmp_path / "s.json").read_text())["rows"]
+    model = ev.Classifier()
+    model.load_state_dict(load(Path(ev.CLASSIFIERS) / "fashion-mnist.pt"))
+    model.eval()
+    unit = lambda n, split: tiny_split(n, len(split))[0].unsqueeze(1).float() / 127.5 - 1  # noqa: E731 (data_root's)
+    train, test = unit(320, "train"), unit(100, "t10k")
+    G = importlib.import_module("gan").Generator(**load(ckpt)["generator_kwargs"])
+    G.load_state_dict(load(ckpt)["G"])
+    with torch.no_grad():
+        real = train[torch.randperm(320, generator=torch.Generator().manual_seed(3))[:256]]
+        fake = G.eval()(torch.randn(256, G.model[0].in_features, generator=torch.Generator().manual_seed(3)))
+        for row, images in zip(rows, [real, fake.view(-1, 1, 28, 28)], strict=True):
+            expected = ev.scores(model.features(images), model(images), model.features(test), 5)
+            for key in ["fid", "precision", "recall", "classes_covered", "kl_uniform", "confidence"]:
+                assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=0.01), (row["name"], key)
 
 
 def test_evaluate_table_json_and_determinism(trained, data_root, tmp_path, capsys):

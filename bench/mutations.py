@@ -348,6 +348,28 @@ MUTATIONS = [
     ("gan.py", "--lr's default 1e-3, not the handout's 2e-4", [("default=2e-4, help=", "default=1e-3, help=")]),
     ("dcgan.py", "--batch-size's default 64, not the handout's 128", [("default=128, help=", "default=64, help=")]),
     ("wgan.py", "--n-critic's default 1, not the handout's 5", [("default=5, help=", "default=1, help=")]),
+    (
+        "evaluate.py",
+        "the classifier left in train mode (its features from batch statistics)",
+        [("    model.eval()\n    accuracy", "    accuracy")],
+    ),
+    (
+        "evaluate.py",
+        "the training split as the reference set",
+        [("ref_features, _ = predict(model, test_x)", "ref_features, _ = predict(model, train_x)")],
+    ),
+    (
+        "perturb.py",
+        "the figure's rows and columns mixed up on the way through G",
+        [("images = G(grid.flatten(0, 1))", "images = G(grid.transpose(0, 1).flatten(0, 1))")],
+        "perturb",  # its cell-by-cell test runs on dcgan.py's batch-norm generator
+    ),
+    (
+        "perturb.py",
+        "the TensorBoard copy of the figure with its height and width swapped",
+        [(".view(1, canvas.height, canvas.width)", ".view(1, canvas.width, canvas.height)")],
+        "perturb",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
