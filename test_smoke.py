@@ -502,6 +502,15 @@ def test_each_wgan_critic_step_draws_a_fresh_batch(monkeypatch):
 
 
 # ===== The small pure pieces, exactly =====
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("dataset, seed", [("fashion-mnist", 0), ("mnist", 1)])
+def test_each_dataset_trains_on_its_own_training_split(script, dataset, seed, data_root):
+    module = importlib.import_module(script)
+    p, args, _ = module.parse_args(["--dataset", dataset, "--data-root", str(data_root)])
+    images = module.load_images(p, args, torch.device("cpu"))
+    assert torch.equal(images, tiny_split(320, seed * 10 + len("train"))[0].unsqueeze(1))  # tiny_data_root's
+
+
 def test_images_are_scaled_to_minus_one_one():
     import gan
 

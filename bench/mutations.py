@@ -370,6 +370,16 @@ MUTATIONS = [
         [(".view(1, canvas.height, canvas.width)", ".view(1, canvas.width, canvas.height)")],
         "perturb",
     ),
+    (
+        "gan.py",
+        "--dataset mnist trains on FashionMNIST",
+        [('"mnist": "MNIST"}', '"mnist": "FashionMNIST"}')],
+    ),
+    (
+        "dcgan.py",
+        "the test split trained on",
+        [("(args.data_root, train=True, download=True)", "(args.data_root, train=False, download=True)")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
