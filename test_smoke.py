@@ -212,11 +212,17 @@ def real_batch(n=32, seed=0):
     return gan.to_unit(images.unsqueeze(1))
 
 
-def d_step(script, module, G, D, real, real_label=1.0):
-    optim_D = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
+def d_step(script, module, G, D, real, real_label=1.0, optim_D=None):
+    optim_D = optim_D or torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.5, 0.999))
     if script == "wgan":
         return module.train_discriminator(real, D, G, optim_D, 16, 0.01, None)
     return module.train_discriminator(real, D, G, torch.nn.BCELoss(), optim_D, 16, real_label)
+
+
+def g_step(script, module, G, D, optim_G):
+    if script == "wgan":
+        return module.train_generator(D, G, optim_G, 32, 16, "cpu")
+    return module.train_generator(D, G, torch.nn.BCELoss(), optim_G, 32, 16, "cpu")
 
 
 def scores_of(D, G, real, z, flat):
@@ -325,12 +331,27 @@ def test_a_g_step_raises_d_of_g_of_z(script):
 
     before = d_of_g()
     for _ in range(3):
-        if script == "wgan":
-            module.train_generator(D, G, optim_G, 32, 16, "cpu")
-        else:
-            module.train_generator(D, G, torch.nn.BCELoss(), optim_G, 32, 16, "cpu")
+        g_step(script, module, G, D, optim_G)
     assert d_of_g() > before
     assert all(p.grad is None for p in D.parameters())  # the G step leaves D alone
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_each_step_starts_from_zero_gradients(script):
+    """Two steps on the same batch and noise at lr 0 leave the same gradients, not the sum of both."""
+    module, G, D = small_nets(script)
+    real = real_batch()
+    steps = [
+        (D, lambda opt: d_step(script, module, G, D, real, optim_D=opt)),
+        (G, lambda opt: g_step(script, module, G, D, opt)),
+    ]
+    for net, step in steps:
+        optimiser, grads = torch.optim.SGD(net.parameters(), lr=0.0), []
+        for _ in range(2):
+            torch.manual_seed(1)  # the same noise
+            step(optimiser)
+            grads.append([p.grad.clone() for p in net.parameters()])
+        assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True)), net.__class__.__name__
 
 
 @pytest.mark.parametrize("script", ["gan", "dcgan"])
@@ -1257,6 +1278,22 @@ def test_corrupt_data_files_are_named(script, data_root, tmp_path, capsys, monke
 def test_batch_norm_scripts_refuse_one_image_batches(variant, capsys):
     code, err = main_exit(variant, ["--batch-size", "1"], capsys)
     assert code == 2 and "batch norm needs at least 2 images" in err
+
+
+@pytest.mark.parametrize("script", ["gan", "dcgan"])  # wgan.py draws a random batch for every critic step
+def test_an_epoch_trains_on_every_image_once_the_last_batch_smaller(script, data_root, tmp_path, monkeypatch):
+    module, batches = importlib.import_module(script), []
+
+    def train_step(real_images, *_):  # records what the loop feeds the handout's steps, trains nothing
+        batches.append(real_images.clone())
+        return torch.full((4,), 0.5)
+
+    monkeypatch.setattr(module, "train_step", train_step)
+    argv = ["--data-root", str(data_root), "--batch-size", "48", "--epochs", "1", "--ckpt", str(tmp_path / "x.pt")]
+    run_quietly(script, [*argv, "--logdir", str(tmp_path / "runs")])
+    assert [len(batch) for batch in batches] == [48] * 6 + [32]  # 320 images
+    images = sorted(torch.cat(batches).flatten(1).tolist())
+    assert images == sorted(module.to_unit(tiny_split(320, len("train"))[0]).flatten(1).tolist())  # data_root's
 
 
 def test_an_epoch_never_ends_with_a_one_image_batch(data_root, tmp_path, capsys):

@@ -380,6 +380,29 @@ MUTATIONS = [
         "the test split trained on",
         [("(args.data_root, train=True, download=True)", "(args.data_root, train=False, download=True)")],
     ),
+    (
+        "gan.py",
+        "D's gradients never zeroed (they pile up step after step)",
+        [("    optim_D.zero_grad(set_to_none=True)\n", "")],
+    ),
+    (
+        "wgan.py",
+        "G's gradients never zeroed (they pile up step after step)",
+        [("    optim_G.zero_grad(set_to_none=True)\n", "")],
+    ),
+    (
+        "gan.py",
+        "the epoch's last, smaller batch dropped (DataLoader's drop_last)",
+        [
+            ("if n % args.batch_size == 1 else math.ceil(n / args.batch_size)", "if True else None"),
+            ("end = (i + 1) * args.batch_size if i + 1 < steps else n", "end = (i + 1) * args.batch_size"),
+        ],
+    ),
+    (
+        "dcgan.py",
+        "the last batch filled up with images the epoch has already seen",
+        [("batch = order[i * args.batch_size : end]", "batch = order[max(end - args.batch_size, 0) : end]")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
