@@ -728,6 +728,24 @@ def test_tensorboard_epoch_curves_are_the_epoch_lines_and_the_means_of_the_step_
         assert all(p > 0 for p in curves["GP"]) if gp else curves["GP"] == [0.0, 0.0]
 
 
+# variant -> the optimiser of both G and D at the default flags: the handout's (with --gp, the paper's), lr, betas
+OPTIMISERS = {
+    "gan": ("Adam", 2e-4, [0.5, 0.999]),
+    "dcgan": ("Adam", 2e-4, [0.5, 0.999]),
+    "wgan": ("RMSprop", 5e-5, None),  # the WGAN paper: no momentum with a clipped critic
+    "wgan-gp": ("Adam", 1e-4, [0.5, 0.9]),
+}
+
+
+def test_g_and_d_train_with_the_handouts_optimisers(trained):
+    kind, lr, betas = OPTIMISERS[trained["variant"]]
+    ckpt = load(trained["cwd"] / "a.pt")
+    for name in ["optim_G", "optim_D"]:
+        state, group = ckpt[name]["state"][0], ckpt[name]["param_groups"][0]
+        assert set(state) - {"step"} == ({"exp_avg", "exp_avg_sq"} if kind == "Adam" else {"square_avg"}), name
+        assert group["lr"] == lr and (list(group["betas"]) if "betas" in group else None) == betas, name
+
+
 MILESTONES_OF_2_EPOCHS = [
     "samples_000pct_epoch000.png",
     "samples_025pct_epoch001.png",

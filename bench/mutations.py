@@ -403,6 +403,16 @@ MUTATIONS = [
         "the last batch filled up with images the epoch has already seen",
         [("batch = order[i * args.batch_size : end]", "batch = order[max(end - args.batch_size, 0) : end]")],
     ),
+    (
+        "wgan.py",
+        "G trained with Adam in the clipping mode",
+        [("optim_G = torch.optim.RMSprop(G.parameters()", "optim_G = torch.optim.Adam(G.parameters()")],
+    ),
+    (
+        "gan.py",
+        "D at Adam's default rate 1e-3 unless --lr-d is given",
+        [("lr=args.lr_d or args.lr, **adam)", "lr=args.lr_d or 1e-3, **adam)")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
