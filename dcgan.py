@@ -64,16 +64,21 @@ def seed(text):
     return value
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every default, except a flag that is off (False) or unset (None): its text says what that means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="training set")
     p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz; downloaded there if missing")
     p.add_argument("--epochs", type=positive(int), default=30, help="total epochs (with --resume: train up to this)")
     p.add_argument("--batch-size", type=positive(int), default=128, help="images per step")
     p.add_argument("--lr", type=positive(float), default=2e-4, help="Adam learning rate of G, and of D without --lr-d")
-    p.add_argument("--lr-d", type=positive(float), help="Adam learning rate of D (%(default)s: same as --lr)")
+    p.add_argument("--lr-d", type=positive(float), help="Adam learning rate of D (default: same as --lr)")
     p.add_argument("--beta1", type=float, default=0.5, help="Adam beta1")
     p.add_argument("--beta2", type=float, default=0.999, help="Adam beta2")
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")

@@ -43,10 +43,15 @@ CLASSIFIER_SHA256 = {
 }
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every default, except a flag that is off (False) or unset (None): its text says what that means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("ckpts", nargs="+", help="checkpoints written by gan.py, dcgan.py or wgan.py")
     p.add_argument("--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored)")
     p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")

@@ -24,12 +24,17 @@ SCRIPTS = ("gan", "dcgan", "wgan")
 LEFT, TOP, GAP = 72, 16, 2  # label margins and the gap between cells, in pixels
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every default, except a flag that is off (False) or unset (None): its text says what that means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("--ckpt", required=True, help="checkpoint written by gan.py, dcgan.py or wgan.py")
-    p.add_argument("--out", help="image to write (%(default)s: <figure>_<ckpt stem>.png beside the checkpoint)")
+    p.add_argument("--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint)")
     p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
     p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")

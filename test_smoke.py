@@ -300,6 +300,24 @@ def test_the_defaults_are_the_handouts_hyper_parameters(script, flags, expected)
     assert args.dataset == "fashion-mnist" and {key: vars(args)[key] for key in expected} == expected
 
 
+@pytest.mark.parametrize("script", [*SCRIPTS, "perturb", "evaluate"])
+def test_help_names_each_flag_in_kebab_case_and_states_its_default(script, monkeypatch):
+    """--help is what a student reads first: no flag's default shown as "None", none left unsaid."""
+    parsers = []
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", lambda p, *a, **k: sys.exit(parsers.append(p)))
+    with pytest.raises(SystemExit):
+        importlib.import_module(script).parse_args([])
+    p = parsers[0]
+    assert "None" not in p.format_help() and "(default: False)" not in p.format_help()
+    for action in p._actions:
+        if not action.option_strings or action.default == argparse.SUPPRESS:  # a positional, or -h
+            continue
+        help_text = p._get_formatter()._format_action(action)
+        assert all(re.fullmatch(r"--[a-z0-9]+(-[a-z0-9]+)*", flag) for flag in action.option_strings), help_text
+        if action.default is not None and action.default is not False:  # None, False: unset, off (its text says)
+            assert re.search(r"\bdefault: \S", help_text), help_text
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_d_step_raises_d_on_real_and_lowers_it_on_fake(script):
     module, G, D = small_nets(script)

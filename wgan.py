@@ -63,10 +63,15 @@ def seed(text):
     return value
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help with every default, except a flag that is off (False) or unset (None): its text says what that means."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None or action.default is False else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist", help="training set")
     p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz; downloaded there if missing")
     p.add_argument("--epochs", type=positive(int), default=30, help="total epochs (with --resume: train up to this)")
@@ -74,19 +79,19 @@ def parse_args(argv=None):
     p.add_argument(
         "--lr",
         type=positive(float),
-        help="learning rate of G, and of D without --lr-d (%(default)s: 5e-5 RMSprop; 1e-4 Adam with --gp)",
+        help="learning rate of G, and of D without --lr-d (default: 5e-5 RMSprop; 1e-4 Adam with --gp)",
     )
-    p.add_argument("--lr-d", type=positive(float), help="learning rate of D (%(default)s: same as --lr)")
-    p.add_argument("--beta1", type=float, help="Adam beta1, --gp only (%(default)s: 0.5)")
-    p.add_argument("--beta2", type=float, help="Adam beta2, --gp only (%(default)s: 0.9)")
+    p.add_argument("--lr-d", type=positive(float), help="learning rate of D (default: same as --lr)")
+    p.add_argument("--beta1", type=float, help="Adam beta1, --gp only (default: 0.5)")
+    p.add_argument("--beta2", type=float, help="Adam beta2, --gp only (default: 0.9)")
     p.add_argument("--n-critic", type=positive(int), default=5, help="critic steps per generator step")
     p.add_argument(
-        "--clip", type=positive(float), help="clip critic weights to [-clip, clip] (%(default)s: 0.01; not with --gp)"
+        "--clip", type=positive(float), help="clip critic weights to [-clip, clip] (default: 0.01; not with --gp)"
     )
     p.add_argument(
         "--gp",
         type=positive(float),
-        help="gradient-penalty weight lambda: WGAN-GP instead of clipping (paper: 10; %(default)s: clipping)",
+        help="gradient-penalty weight lambda: WGAN-GP instead of clipping (paper: 10; default: clipping)",
     )
     p.add_argument("--latent-dim", type=positive(int), default=100, help="size of the noise vector z")
     p.add_argument("--seed", type=seed, default=0, help="seeds weights, noise and data order, in [0, 2^32)")

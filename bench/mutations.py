@@ -413,6 +413,11 @@ MUTATIONS = [
         "D at Adam's default rate 1e-3 unless --lr-d is given",
         [("lr=args.lr_d or args.lr, **adam)", "lr=args.lr_d or 1e-3, **adam)")],
     ),
+    (
+        "wgan.py",
+        "--help shows unset defaults as None ('--lr-d (None: same as --lr)', '--resume (default: False)')",
+        [("formatter_class=Help", "formatter_class=argparse.ArgumentDefaultsHelpFormatter")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
