@@ -418,6 +418,11 @@ MUTATIONS = [
         "--help shows unset defaults as None ('--lr-d (None: same as --lr)', '--resume (default: False)')",
         [("formatter_class=Help", "formatter_class=argparse.ArgumentDefaultsHelpFormatter")],
     ),
+    (
+        "bench/results.py",
+        "a candidate trained at the handout's defaults (its own flags dropped)",
+        [('flags = [*flags.split(), "--seed", str(seed)]', 'flags = ["--seed", str(seed)]')],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
