@@ -556,7 +556,7 @@ def train(p, args, typed):
         model = nn.Sequential(OrderedDict(G=G, D=D)).eval()  # eval: tracing must not move batch-norm statistics
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # add_graph traces (deprecated in torch)
-            writer.add_graph(model, fixed_noise)  # the handout's question 3: the model graph
+            writer.add_graph(model, fixed_noise[:1])  # the handout's question 3; one z: tracing runs G and D 3 times
         model.train()
     if ckpt is None:
         history[0] = to_uint8(sample(G, fixed_noise))

@@ -423,6 +423,11 @@ MUTATIONS = [
         "a candidate trained at the handout's defaults (its own flags dropped)",
         [('flags = [*flags.split(), "--seed", str(seed)]', 'flags = ["--seed", str(seed)]')],
     ),
+    (
+        "bench/results.py",
+        "a name's own dot eaten by with_suffix (gan_ls0.2's scores written to gan_ls0.json)",
+        [('stem = stem.with_name(stem.name + ".x")', "stem = stem")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
