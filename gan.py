@@ -521,11 +521,10 @@ def train(p, args, typed):
     if not same:
         table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
         writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
-        model = nn.Sequential(OrderedDict(G=G, D=D)).eval()  # eval: tracing must not move batch-norm statistics
+        model = nn.Sequential(OrderedDict(G=G, D=D))  # add_graph traces it in eval mode: batch norm stays put
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # add_graph traces (deprecated in torch)
             writer.add_graph(model, fixed_noise[:1])  # the handout's question 3; one z: tracing runs G and D 3 times
-        model.train()
     if ckpt is None:
         history[0] = to_uint8(sample(G, fixed_noise))
         writer.add_image("Generated Images", torchvision.utils.make_grid(history[0]), 0)

@@ -428,11 +428,6 @@ MUTATIONS = [
         "a name's own dot eaten by with_suffix (gan_ls0.2's scores written to gan_ls0.json)",
         [('stem = stem.with_name(stem.name + ".x")', "stem = stem")],
     ),
-    (
-        "dcgan.py",
-        "the model graph traced in train mode (a trace that moves batch-norm statistics)",
-        [("nn.Sequential(OrderedDict(G=G, D=D)).eval()", "nn.Sequential(OrderedDict(G=G, D=D))")],
-    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
