@@ -1671,3 +1671,22 @@ def test_a_gan_step_multiplies_exactly_what_the_handouts_two_updates_need():
     # G step: D(G(z)); backward: D's input gradients only (D is frozen), G's weight and inner input gradients.
     g_step = sum(G) + sum(D) + sum(D) + sum(G) + sum(G[1:])
     assert counter.flops == 2 * 128 * (d_step + g_step)
+
+
+def test_a_dcgan_step_convolves_exactly_what_its_two_updates_need():
+    """The same count for dcgan.py's convolutions, which bench/flops.py holds to cuDNN's TF32 peak on a GPU."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import flops
+
+    step = flops.step_of("dcgan", [], torch.device("cpu"))
+    step()  # as bench/flops.py counts: after the first step
+    with flops.CountFlops() as counter:
+        step()
+    # Multiply-adds per image of D's conv1 (1 -> 32, 5x5, 28x28) and conv2 (32 -> 64, 14x14), G's transposed convs.
+    c1, c2, t = 28 * 28 * 32 * 25, 14 * 14 * 64 * 25 * 32, 7 * 7 * 128 * 64 * 16 + 14 * 14 * 64 * 16
+    # D step: D(real) and D(fake), G(z) without grad; backward: both convs' weights, conv2's input (not the images).
+    d_step = 2 * (c1 + c2) + t + 2 * (c1 + 2 * c2)
+    # G step: G(z) and D(G(z)); backward: D's input gradients only (frozen), G's weights and inputs.
+    g_step = t + (c1 + c2) + (c1 + c2) + 2 * t
+    assert counter.conv_flops == 2 * 128 * (d_step + g_step)
+    assert 0 < counter.conv_flops < counter.flops  # the Linear layers are the rest

@@ -3,9 +3,14 @@
 For every row it builds the script's networks and optimisers at its default flags (plus the row's), counts the
 floating-point operations of one `train_step` with the formulas of torch.utils.flop_counter (matrix multiplies
 and convolutions, forward and backward; element-wise ops and the optimisers are not counted, so the rate is a
-lower bound), times eager steps on one fixed batch, and compares the rate with a large fp32 matrix multiply on
-the same device. A step that reaches a good part of that peak is bound by its arithmetic: a faster input
-pipeline cannot help it.
+lower bound), times eager steps on one fixed batch, and compares the time with what the arithmetic alone needs at
+the device's peak, timed on a large matrix multiply. A step that reaches a good part of that peak is bound by its
+arithmetic: a faster input pipeline cannot help it.
+
+On a CUDA GPU the two kinds of multiply run at different precisions by PyTorch's defaults: convolutions in TF32
+(torch.backends.cudnn.conv.fp32_precision), the Linear layers in full fp32 (torch.backends.cuda.matmul). So the
+peak is timed both ways, and each kind of multiply is held to its own: "of the peak" is (convolution FLOP / TF32
+rate + the other FLOP / fp32 rate) / measured time. On a CPU both run in fp32 and there is one peak.
 
     python bench/flops.py                        # this CPU, every row
     python bench/flops.py --only dcgan --steps 5
@@ -39,11 +44,14 @@ class CountFlops(TorchDispatchMode):
     """FlopCounterMode's formulas without its module hooks, which the penalty's double backward trips over."""
 
     flops = 0
+    conv_flops = 0  # the part in convolutions (forward and backward), which cuDNN may run at another precision
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if func._overloadpacket in flop_registry:
-            self.flops += flop_registry[func._overloadpacket](*args, **(kwargs or {}), out_val=out)
+            flops = flop_registry[func._overloadpacket](*args, **(kwargs or {}), out_val=out)
+            self.flops += flops
+            self.conv_flops += flops if "conv" in func._overloadpacket.__name__ else 0
         return out
 
 
@@ -89,14 +97,21 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     args = p.parse_args()
     device = torch.device(args.device)
+    torch.backends.cudnn.benchmark = True  # as the scripts set it
     size = 8192 if device.type == "cuda" else 2048
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     peak = 2 * size**3 / seconds(lambda: a @ b, 10, device) / 1e9
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"`{' '.join(['python bench/flops.py', *sys.argv[1:]])}` on {where}, torch {torch.__version__}")
-    print(f"fp32 matrix multiply ({size}x{size}): {peak:.0f} GFLOP/s\n")
-    print("| script | GFLOP/step | TFLOP/epoch | s/step (eager) | GFLOP/s | of the matmul peak |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    print(f"fp32 matrix multiply ({size}x{size}): {peak:.0f} GFLOP/s")
+    conv_peak = peak
+    if device.type == "cuda" and torch.backends.cudnn.conv.fp32_precision == "tf32":
+        matmul, torch.backends.cuda.matmul.fp32_precision = torch.backends.cuda.matmul.fp32_precision, "tf32"
+        conv_peak = 2 * size**3 / seconds(lambda: a @ b, 10, device) / 1e9
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        print(f"TF32 matrix multiply ({size}x{size}): {conv_peak:.0f} GFLOP/s, the convolutions' peak (cuDNN's TF32)")
+    print("\n| script | GFLOP/step | convolutions | TFLOP/epoch | s/step (eager) | GFLOP/s | of the peak |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, (script, flags) in ROWS.items():
         if args.only and script not in args.only:
             continue
@@ -104,10 +119,11 @@ def main():
         step()  # the optimisers' state exists before counting, as in every later step
         with CountFlops() as counter:
             step()
-        gflop = counter.flops / 1e9
+        gflop, conv = counter.flops / 1e9, counter.conv_flops / 1e9
         s = seconds(step, args.steps, device)
-        row = f"| {name} | {gflop:.2f} | {gflop * 469 / 1e3:.2f} | {s:.4f} | {gflop / s:.0f} | {gflop / s / peak:.0%} |"
-        print(row, flush=True)
+        bound = conv / conv_peak + (gflop - conv) / peak  # seconds the arithmetic needs at the peaks
+        row = f"| {name} | {gflop:.2f} | {conv / gflop:.0%} | {gflop * 469 / 1e3:.2f} | {s:.4f} | {gflop / s:.0f} |"
+        print(f"{row} {bound / s:.0%} |", flush=True)
 
 
 if __name__ == "__main__":

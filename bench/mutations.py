@@ -428,6 +428,24 @@ MUTATIONS = [
         "a name's own dot eaten by with_suffix (gan_ls0.2's scores written to gan_ls0.json)",
         [('stem = stem.with_name(stem.name + ".x")', "stem = stem")],
     ),
+    (
+        "dcgan.py",
+        "D not frozen in the G step: its weight gradients computed, then thrown away",
+        [("    D.requires_grad_(False)  # gradients", "    D.requires_grad_(True)  # gradients")],
+        "convolves",
+    ),
+    (
+        "dcgan.py",
+        "the D step records G's graph and back-propagates into G (no torch.no_grad)",
+        [("with torch.no_grad():  # the handout's .detach()", "with contextlib.nullcontext():  # the handout's")],
+        "convolves",
+    ),
+    (
+        "bench/flops.py",
+        "convolutions not told apart from matrix multiplies (all held to the fp32 peak on a GPU)",
+        [('flops if "conv" in func._overloadpacket.__name__ else 0', "0")],
+        "convolves",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
