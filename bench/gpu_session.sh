@@ -6,11 +6,13 @@
 #                                       # bench/mutations.py --gpu (the graph path broken on purpose, ~3 min)
 #   bash bench/gpu_session.sh check     # the GPU tests, then bench/speed.py and bench/flops.py (~8 min on an H200)
 #   bash bench/gpu_session.sh results [CONFIG ...]
-#                                       # on the GPU, carrying gpu_data/FashionMNIST and gpu_results: bench/results.py,
-#                                       # 30 epochs x 3 seeds (every configuration, or the ones named); what finished
-#                                       # comes back in results.tar.gz (here: tar xzf .../results.tar.gz) and is kept
-#                                       # by the next call. Runs alone on an H200 train for about 7 s (gan), 33 s (dcgan),
+#                                       # on the GPU, carrying gpu_data/FashionMNIST: bench/results.py, 30 epochs x 3
+#                                       # seeds (every configuration, or the ones named), starting from the runs that
+#                                       # earlier loans finished (docs/results_gpu/, committed); what finishes comes back
+#                                       # in results.tar.gz. Runs alone on an H200 train for about 7 s (gan), 33 s (dcgan),
 #                                       # 111 s (wgan) and 212 s (wgan_gp) (30 x speed.py's s/epoch), plus start-up and scoring.
+#   bash bench/gpu_session.sh keep DIR  # here, after a results call: unpacks DIR/results.tar.gz into docs/results_gpu/;
+#                                       # commit it, so that the next loan, on any machine, does not train those again
 #
 # A 15-minute loan holds one ~9-minute call. Question 3's table in five loans (estimates, not measured):
 #   1. bash bench/gpu_session.sh tests &&
@@ -23,13 +25,15 @@
 #        gan_h2048_ls_lr4e-4_lrd8e-4 dcgan \
 #        dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_lr1e-4_lrd5e-5_ls wgan wgan_gp
 #      (the last seed, then the whole table and figure from the files brought back)
-# Each call from the second on carries ["gpu_data/FashionMNIST", "gpu_results"], after tar xzf of the last results.tar.gz.
+# Each call carries ["gpu_data/FashionMNIST"]; after each, `bash bench/gpu_session.sh keep <files_at>` and commit.
+# (The scores live in git, not in an ignored folder: a loan's work survives this machine being replaced.)
 #
 # What comes back goes to $OUT (the device tool's folder), or to gpu_out/ when OUT is unset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu_out}
 python=${PYTHON:-python3}
+kept=${KEPT:-docs/results_gpu} # the finished runs' scores, logs and sample rows, committed between loans
 case "${1:-}" in
   prepare)
     for name in FashionMNIST MNIST; do
@@ -58,10 +62,13 @@ case "${1:-}" in
     "$python" bench/flops.py --device cuda --steps 20 2>&1 | tee "$out/flops.txt" | tail -9
     ;;
   results)
-    mkdir -p "$out"
+    mkdir -p "$out" gpu_results
     only=("${@:2}")
+    # A run whose scores file is there is done (bench/results.py): start from what earlier loans kept, without
+    # overwriting what a carried gpu_results already holds.
+    find "$kept" -maxdepth 1 -type f -name '*_seed*' -exec cp -n {} gpu_results/ \; 2>/dev/null || true
     # Stops in time (RESULTS_TIME seconds, default 540) to send back what finished: scores, logs and sample rows,
-    # not checkpoints (too large). Unpack results.tar.gz here and carry gpu_results next time: those runs are done.
+    # not checkpoints (too large); `keep` files them in $kept here.
     # Two at a time: without MPS, CUDA time-slices processes, so more side by side finish no sooner, and a time
     # limit would then catch them all unfinished; the second overlaps the first's start-up and scoring.
     timeout "${RESULTS_TIME:-540}" "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs 2 \
@@ -69,8 +76,14 @@ case "${1:-}" in
     find gpu_results -maxdepth 1 -type f \( -name '*.json' -o -name '*.log' -o -name '*.png' -o -name '*.md' \) -print0 |
       tar czf "$out/results.tar.gz" --null -T -
     ;;
+  keep)
+    [ -f "${2:-}/results.tar.gz" ] || { echo "usage: bash bench/gpu_session.sh keep DIR (DIR holds results.tar.gz)" >&2; exit 2; }
+    mkdir -p "$kept"
+    tar xzf "$2/results.tar.gz" --strip-components=1 -C "$kept"
+    ls "$kept" | sed -n 's/_seed[0-9]*\.json$//p' | sort | uniq -c # runs scored, per configuration
+    ;;
   *)
-    echo "usage: bash bench/gpu_session.sh prepare|tests|check|results [CONFIG ...]" >&2
+    echo "usage: bash bench/gpu_session.sh prepare|tests|check|results [CONFIG ...]|keep DIR" >&2
     exit 2
     ;;
 esac
