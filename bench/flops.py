@@ -18,6 +18,7 @@ rate + the other FLOP / fp32 rate) / measured time. On a CPU both run in fp32 an
 """
 
 import argparse
+import contextlib
 import importlib
 import sys
 import time
@@ -90,6 +91,24 @@ def seconds(fn, n, device):
     return (time.perf_counter() - t0) / n
 
 
+# torch 2.9 renamed the TF32 switches (allow_tf32 -> fp32_precision); requirements.txt allows older torch.
+def convolutions_in_tf32():
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    return conv.fp32_precision == "tf32" if conv is not None else torch.backends.cudnn.allow_tf32
+
+
+@contextlib.contextmanager
+def matmul_in_tf32():
+    matmul = torch.backends.cuda.matmul
+    name, value = ("fp32_precision", "tf32") if hasattr(matmul, "fp32_precision") else ("allow_tf32", True)
+    before = getattr(matmul, name)
+    setattr(matmul, name, value)
+    try:
+        yield
+    finally:
+        setattr(matmul, name, before)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted({s for s, _ in ROWS.values()}), help="scripts to measure")
@@ -105,10 +124,9 @@ def main():
     print(f"`{' '.join(['python bench/flops.py', *sys.argv[1:]])}` on {where}, torch {torch.__version__}")
     print(f"fp32 matrix multiply ({size}x{size}): {peak:.0f} GFLOP/s")
     conv_peak = peak
-    if device.type == "cuda" and torch.backends.cudnn.conv.fp32_precision == "tf32":
-        matmul, torch.backends.cuda.matmul.fp32_precision = torch.backends.cuda.matmul.fp32_precision, "tf32"
-        conv_peak = 2 * size**3 / seconds(lambda: a @ b, 10, device) / 1e9
-        torch.backends.cuda.matmul.fp32_precision = matmul
+    if device.type == "cuda" and convolutions_in_tf32():
+        with matmul_in_tf32():
+            conv_peak = 2 * size**3 / seconds(lambda: a @ b, 10, device) / 1e9
         print(f"TF32 matrix multiply ({size}x{size}): {conv_peak:.0f} GFLOP/s, the convolutions' peak (cuDNN's TF32)")
     print("\n| script | GFLOP/step | convolutions | TFLOP/epoch | s/step (eager) | GFLOP/s | of the peak |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
