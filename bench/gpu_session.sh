@@ -19,12 +19,13 @@
 #      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4
 #   2. bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_ls
+#      (18 runs x 33 s is about 10 minutes of GPU alone: expect 3-4 of them left for loan 5)
 #   3. bash bench/gpu_session.sh results wgan
 #   4. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
 #   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4 dcgan \
 #        dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_lr1e-4_lrd5e-5_ls wgan wgan_gp
-#      (the last seed, then the whole table and figure from the files brought back)
+#      (what is left: wgan_gp's last seed and dcgan's leftovers; then the whole table and figure from the kept files)
 # Each call carries ["gpu_data/FashionMNIST"]; after each, `bash bench/gpu_session.sh keep <files_at>` and commit.
 # (The scores live in git, not in an ignored folder: a loan's work survives this machine being replaced.)
 #
