@@ -126,7 +126,8 @@ def load_split(p, root, dataset, train):
 
 
 def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
-    """The shipped classifier, verified against its sha256; with --retrain-classifier, a new one."""
+    """The shipped classifier, verified against its sha256 (with --retrain-classifier, a new one), its test accuracy,
+    and the test split's features: the reference set of every metric."""
     torch.manual_seed(0)  # the same weights every time the classifier is retrained on the same build
     model = Classifier()
     if args.retrain_classifier:
@@ -152,9 +153,10 @@ def get_classifier(p, args, dataset, train_x, train_y, test_x, test_y):
             )
         model.load_state_dict(torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True))
     model.eval()
-    accuracy = (predict(model, test_x)[1].argmax(1) == test_y).float().mean().item()
+    ref_features, logits = predict(model, test_x)  # one pass over the test split gives both
+    accuracy = (logits.argmax(1) == test_y).float().mean().item()
     print(f"classifier on {dataset}: test accuracy {accuracy:.2%}", file=sys.stderr)
-    return model, accuracy
+    return model, accuracy, ref_features
 
 
 def train_classifier(model, args, x, y, batch=256, epochs=3):
@@ -202,14 +204,15 @@ def coverage(query, support, radii, chunk=1000):
     return torch.cat(inside).float().mean().item()
 
 
-def scores(features, logits, ref_features, k):
+def scores(features, logits, ref_features, ref_radii, k):
+    """The metrics of one set of samples; ref_radii = knn_radii(ref_features, k), the same for every row."""
     probs = logits.softmax(1)
     counts = torch.bincount(probs.argmax(1), minlength=10).double()
     share = counts / counts.sum()
     kl = (share[share > 0] * (share[share > 0] * 10).log()).sum().item()
     return {
         "fid": frechet_distance(features, ref_features),
-        "precision": coverage(features, ref_features, knn_radii(ref_features, k)),
+        "precision": coverage(features, ref_features, ref_radii),
         "recall": coverage(ref_features, features, knn_radii(features, k)),
         "classes_covered": int((counts >= 0.5 * counts.sum() / 10).sum()),
         "kl_uniform": kl,
@@ -262,16 +265,16 @@ def main(argv=None):
     for dataset in sorted({c["args"]["dataset"] for _, c, _ in ckpts}):
         train_x, train_y = load_split(p, args.data_root, dataset, train=True)
         test_x, test_y = load_split(p, args.data_root, dataset, train=False)
-        model, accuracies[dataset] = get_classifier(p, args, dataset, train_x, train_y, test_x, test_y)
-        ref_features, _ = predict(model, test_x)
+        model, accuracies[dataset], ref_features = get_classifier(p, args, dataset, train_x, train_y, test_x, test_y)
+        ref_radii = knn_radii(ref_features, args.k)
         real = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(args.seed))[: args.n]]
         rows.append({"name": "real data", "dataset": dataset, "epochs": None, "flags": "", "n": len(real)})
-        rows[-1].update(scores(*predict(model, real), ref_features, args.k))
+        rows[-1].update(scores(*predict(model, real), ref_features, ref_radii, args.k))
         for path, ckpt, G in [row for row in ckpts if row[1]["args"]["dataset"] == dataset]:
             samples = generate(G, ckpt["generator_kwargs"]["latent_dim"], args.n, args.seed)
             epochs = f"{ckpt['epoch']} + {ckpt['step']} steps" if ckpt["step"] else ckpt["epoch"]  # Ctrl-C'd runs
             rows.append({"name": path, "dataset": dataset, "epochs": epochs, "flags": describe(ckpt), "n": args.n})
-            rows[-1].update(scores(*predict(model, samples), ref_features, args.k))
+            rows[-1].update(scores(*predict(model, samples), ref_features, ref_radii, args.k))
             if args.export:
                 out = os.path.join(args.export, os.path.splitext(os.path.basename(path))[0])
                 os.makedirs(out, exist_ok=True)

@@ -622,15 +622,16 @@ def test_evaluate_metrics_on_constructed_features():
     tight = torch.randn(400, 8, generator=g) * 0.05  # all samples in one small, realistic spot
     one_class = torch.zeros(400, 10)
     one_class[:, 3] = 10.0
-    s = ev.scores(tight, one_class, ref, 5)
+    score = lambda features, logits: ev.scores(features, logits, ref, ev.knn_radii(ref, 5), 5)  # noqa: E731
+    s = score(tight, one_class)
     assert s["precision"] > 0.9 and s["recall"] < 0.1
     assert s["classes_covered"] == 1 and s["kl_uniform"] == pytest.approx(math.log(10))
     balanced = torch.eye(10).repeat(40, 1) * 10
-    s = ev.scores(ref.clone(), balanced, ref, 5)
+    s = score(ref.clone(), balanced)
     assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
     assert s["fid"] == pytest.approx(0, abs=1e-6) and s["precision"] == 1 and s["recall"] == 1
     uneven = torch.eye(10)[[0] * 20 + [1] * 19 + list(range(2, 9)) * 40 + [9] * 81] * 10  # 400 samples
-    s = ev.scores(ref, uneven, ref, 5)
+    s = score(ref, uneven)
     assert s["classes_covered"] == 9  # 20, half of a fair 40, counts; 19 does not
     assert s["class_shares"][:2] == [20 / 400, 19 / 400] and s["class_shares"][9] == 81 / 400
 
@@ -1077,13 +1078,15 @@ def test_evaluate_scores_every_script(trained, data_root, capsys):
 
 def test_evaluate_feeds_the_metrics_what_it_says(trained, data_root, tmp_path, capsys):
     """The metrics are pinned on constructed features; this pins their inputs: the shipped classifier in eval mode,
-    the real test split as the reference, --n real training images and --n samples of G in eval mode from --seed."""
+    the real test split as the reference, --n real training images and --n samples of G in eval mode from --seed,
+    and --k for both precision's and recall's neighbourhoods."""
     if trained["variant"] != "gan":
         pytest.skip("the inputs do not depend on the script: checked once")
     import evaluate as ev
 
     ckpt = str(trained["cwd"] / "a.pt")
-    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--seed", "3", "--json", str(tmp_path / "s.json")]
+    argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--seed", "3", "--k", "3"]
+    argv += ["--json", str(tmp_path / "s.json")]
     evaluate(argv, capsys)
     rows = json.loads((tmp_path / "s.json").read_text())["rows"]
     model = ev.Classifier()
@@ -1097,7 +1100,8 @@ def test_evaluate_feeds_the_metrics_what_it_says(trained, data_root, tmp_path, c
         real = train[torch.randperm(320, generator=torch.Generator().manual_seed(3))[:256]]
         fake = G.eval()(torch.randn(256, G.model[0].in_features, generator=torch.Generator().manual_seed(3)))
         for row, images in zip(rows, [real, fake.view(-1, 1, 28, 28)], strict=True):
-            expected = ev.scores(model.features(images), model(images), model.features(test), 5)
+            ref = model.features(test)
+            expected = ev.scores(model.features(images), model(images), ref, ev.knn_radii(ref, 3), 3)
             for key in ["fid", "precision", "recall", "classes_covered", "kl_uniform", "confidence"]:
                 assert row[key] == pytest.approx(expected[key], rel=1e-4, abs=0.01), (row["name"], key)
 
@@ -1173,7 +1177,7 @@ def test_the_shipped_classifier_loads_and_classifies_the_real_test_split(tmp_pat
     p = ev.parse_args(["x.pt"])[0]
     test_x, test_y = ev.load_split(p, str(root), "fashion-mnist", train=False)
     args = argparse.Namespace(retrain_classifier=False)
-    _, accuracy = ev.get_classifier(p, args, "fashion-mnist", None, None, test_x, test_y)
+    _, accuracy, _ = ev.get_classifier(p, args, "fashion-mnist", None, None, test_x, test_y)
     assert accuracy >= 0.913  # the README states 91.32%
 
 

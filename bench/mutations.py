@@ -167,12 +167,12 @@ MUTATIONS = [
         "precision and recall swapped",
         [
             (
-                '"precision": coverage(features, ref_features, knn_radii(ref_features, k))',
+                '"precision": coverage(features, ref_features, ref_radii)',
                 '"precision": coverage(ref_features, features, knn_radii(features, k))',
             ),
             (
                 '"recall": coverage(ref_features, features, knn_radii(features, k))',
-                '"recall": coverage(features, ref_features, knn_radii(ref_features, k))',
+                '"recall": coverage(features, ref_features, ref_radii)',
             ),
         ],
     ),
@@ -351,12 +351,12 @@ MUTATIONS = [
     (
         "evaluate.py",
         "the classifier left in train mode (its features from batch statistics)",
-        [("    model.eval()\n    accuracy", "    accuracy")],
+        [("    model.eval()\n    ref_features", "    ref_features")],
     ),
     (
         "evaluate.py",
         "the training split as the reference set",
-        [("ref_features, _ = predict(model, test_x)", "ref_features, _ = predict(model, train_x)")],
+        [("ref_features, logits = predict(model, test_x)", "ref_features, logits = predict(model, train_x)")],
     ),
     (
         "perturb.py",
@@ -445,6 +445,16 @@ MUTATIONS = [
         "convolutions not told apart from matrix multiplies (all held to the fp32 peak on a GPU)",
         [('flops if "conv" in func._overloadpacket.__name__ else 0', "0")],
         "convolves",
+    ),
+    (
+        "evaluate.py",
+        "precision's neighbourhoods at k = 5 whatever --k says",
+        [("ref_radii = knn_radii(ref_features, args.k)", "ref_radii = knn_radii(ref_features, 5)")],
+    ),
+    (
+        "evaluate.py",
+        "recall's neighbourhoods at k = 5 whatever --k says",
+        [("knn_radii(features, k)),", "knn_radii(features, 5)),")],
     ),
 ]
 
