@@ -645,6 +645,11 @@ def test_evaluate_precision_and_recall_on_points_of_a_line():
     assert ev.coverage(fake, ref, ev.knn_radii(ref, 1)) == pytest.approx(0.9)  # precision: all but the far one
     assert ev.coverage(ref, fake, ev.knn_radii(fake, 1)) == 1.0  # recall: the far one's ball (11.5) reaches 9
     assert ev.knn_radii(ref, 3).tolist() == [3.0, 2.0] + [2.0] * 6 + [2.0, 3.0]  # ends reach inward only
+    # Through scores(), which takes k for recall's balls: two tight pairs, at 0 and 5, reach 0.2 at k = 1 and reach
+    # the other pair at k = 2.
+    pairs, line = torch.tensor([[0.0, 0], [0.2, 0], [5, 0], [5.2, 0]]), torch.cat([ref, torch.zeros(10, 1)], 1)
+    recall = [ev.scores(pairs, torch.eye(10)[:4], line, ev.knn_radii(line, k), k)["recall"] for k in (1, 2)]
+    assert recall == [pytest.approx(0.2), 1.0]  # k = 1: only 0 and 5 are within 0.2 of a sample
 
 
 def with_moments(x, mean, cov):
