@@ -1653,7 +1653,15 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     results.train(args, "gan_ls0.2", 0)  # finished: not trained again
     assert (out / "gan_ls0.2_seed0.log").read_text() == log
     args.epochs = 2
-    results.train(args, "gan_ls0.2", 0)  # unfinished for 2 epochs: resumed, not restarted
+
+    def in_process(cmd, stdout, stderr):  # the same command line, run here: a subprocess spends ~7 s on imports
+        assert cmd[0] == sys.executable and stderr == subprocess.STDOUT
+        stdout.write(run_quietly(Path(cmd[1]).stem, cmd[2:]))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    with monkeypatch.context() as m:
+        m.setattr(results.subprocess, "run", in_process)
+        results.train(args, "gan_ls0.2", 0)  # unfinished for 2 epochs: resumed, not restarted
     assert "Resuming" in (out / "gan_ls0.2_seed0.log").read_text() and load(out / "gan_ls0.2_seed0.pt")["epoch"] == 2
     # A folder brought back from a GPU machine holds scores, logs and sample rows, not checkpoints: nothing retrains.
     for ckpt in out.glob("*.pt"):
