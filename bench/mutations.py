@@ -456,6 +456,11 @@ MUTATIONS = [
         "recall's neighbourhoods at k = 5 whatever --k says",
         [("knn_radii(features, k)),", "knn_radii(features, 5)),")],
     ),
+    (
+        "bench/results.py",
+        "an unfinished run started afresh instead of resumed",
+        [('flags = ["--resume"]  # the run keeps', 'flags = [*flags.split(), "--seed", str(seed), "--overwrite"]  #')],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
