@@ -1672,6 +1672,33 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     assert {path.name: path.read_text() for path in [*out.glob("*.log"), out / "scores.json"]} == kept
 
 
+def test_a_loans_results_are_kept_and_the_next_loan_starts_from_them(tmp_path):
+    """bench/gpu_session.sh: `keep` files what a GPU call brought back, and `results` (here without training: the
+    Python it calls is `true`) starts from the kept runs without overwriting those already there, and sends them back.
+    """
+    (tmp_path / "bench").mkdir()
+    shutil.copy(ROOT / "bench" / "gpu_session.sh", tmp_path / "bench")
+    brought = tmp_path / "brought" / "gpu_results"
+    brought.mkdir(parents=True)
+    for name in ["gan_seed0.json", "gan_seed0.log", "gan_seed0.png", "table.md"]:
+        (brought / name).write_text(name)
+    subprocess.run(["tar", "czf", "results.tar.gz", "gpu_results"], cwd=brought.parent, check=True)
+    env = {**os.environ, "KEPT": str(tmp_path / "kept"), "OUT": str(tmp_path / "out"), "PYTHON": "true"}
+    script = ["bash", str(tmp_path / "bench" / "gpu_session.sh")]
+    subprocess.run([*script, "keep", str(brought.parent)], env=env, check=True, capture_output=True)
+    run_files = ["gan_seed0.json", "gan_seed0.log", "gan_seed0.png"]
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [*run_files, "table.md"]
+    (tmp_path / "gpu_results").mkdir()
+    (tmp_path / "gpu_results" / "gan_seed0.log").write_text("carried")  # a carried folder's file wins
+    subprocess.run([*script, "results", "gan"], env=env, check=True, capture_output=True)
+    assert sorted(p.name for p in (tmp_path / "gpu_results").iterdir()) == run_files  # a run's files, not the table
+    assert (tmp_path / "gpu_results" / "gan_seed0.log").read_text() == "carried"
+    listed = subprocess.run(["tar", "tzf", tmp_path / "out" / "results.tar.gz"], capture_output=True, text=True)
+    assert sorted(listed.stdout.split()) == [f"gpu_results/{name}" for name in run_files]  # sent back
+    bad = subprocess.run([*script, "keep", str(tmp_path / "nowhere")], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage" in bad.stderr
+
+
 # ===== bench/flops.py: a step does the arithmetic it needs, and no more =====
 def test_a_gan_step_multiplies_exactly_what_the_handouts_two_updates_need():
     """Counted by bench/flops.py; a D step that back-propagates into G, or a G step that computes D's weight

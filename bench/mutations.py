@@ -461,6 +461,18 @@ MUTATIONS = [
         "an unfinished run started afresh instead of resumed",
         [('flags = ["--resume"]  # the run keeps', 'flags = [*flags.split(), "--seed", str(seed), "--overwrite"]  #')],
     ),
+    (
+        "bench/gpu_session.sh",
+        "the kept runs not restored before a results call (the next loan trains them again)",
+        [("-exec cp -n {} gpu_results/", "-exec true {} gpu_results/")],
+        "loans_results",
+    ),
+    (
+        "bench/gpu_session.sh",
+        "the kept runs restored over a carried folder's newer files",
+        [("-exec cp -n {}", "-exec cp {}")],
+        "loans_results",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
