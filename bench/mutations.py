@@ -473,6 +473,39 @@ MUTATIONS = [
         [("-exec cp -n {}", "-exec cp {}")],
         "loans_results",
     ),
+    (
+        "wgan.py",
+        "a one-sided penalty (only gradient norms above 1 punished)",
+        [("((grad.flatten(1).norm(dim=1) - 1) ** 2)", "((grad.flatten(1).norm(dim=1) - 1).clamp(min=0) ** 2)")],
+    ),
+    (
+        "wgan.py",
+        "the critic's weights clipped before its optimiser step, not after",
+        [
+            ("    optim_D.step()\n    if not gp:", "    if not gp:"),
+            ("param.clamp_(-clip, clip)\n", "param.clamp_(-clip, clip)\n    optim_D.step()\n"),
+        ],
+    ),
+    (
+        "wgan.py",
+        "the critic's losses summed over its steps (the handout's five-fold value), not averaged",
+        [("critic / n_critic  # means over the critic steps", "critic  # sums over the critic steps")],
+    ),
+    (
+        "wgan.py",
+        "D not frozen in the G step: its weight gradients computed, then thrown away",
+        [("    D.requires_grad_(False)  # gradients flow", "    # gradients flow")],
+    ),
+    (
+        "wgan.py",
+        "the critic step records G's graph and back-propagates into G (no torch.no_grad)",
+        [("with torch.no_grad():  # the handout's .detach()", "with contextlib.nullcontext():  # the handout's")],
+    ),
+    (
+        "dcgan.py",
+        "G left in eval mode after a sample (then trained on batch norm's running statistics)",
+        [("    G.train(was_training)\n", "")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
