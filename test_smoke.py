@@ -496,6 +496,8 @@ def test_the_gradient_penalty_is_per_sample_and_trains_the_critic():
     real, fake = real_batch(16), real_batch(16, seed=1)
     assert wgan.gradient_penalty(LinearCritic(1.0), real, fake).item() == pytest.approx(0, abs=1e-8)
     assert wgan.gradient_penalty(LinearCritic(2.0), real, fake).item() == pytest.approx(1, rel=1e-5)
+    # Two-sided, as in the paper: a critic flatter than 1-Lipschitz is pulled back up too (not only norms above 1).
+    assert wgan.gradient_penalty(LinearCritic(0.5), real, fake).item() == pytest.approx(0.25, rel=1e-5)
     _, _, D = small_nets("wgan")
     wgan.gradient_penalty(D, real, fake).backward()  # needs create_graph: the penalty must reach D's weights
     weights = [p for name, p in D.named_parameters() if name.endswith("weight")]  # biases do not move grad_x D
@@ -521,21 +523,24 @@ def test_the_gradient_penalty_is_taken_on_the_segments_between_real_and_fake():
     assert t.std() > 0.15  # a weight of its own for each pair (uniform on [0, 1] has std 0.29)
 
 
-def test_each_wgan_critic_step_draws_a_fresh_batch(monkeypatch):
+def test_each_wgan_critic_step_draws_a_fresh_batch_and_the_step_logs_their_means(monkeypatch):
     import wgan
 
-    batches, critic_step = [], wgan.train_discriminator
+    batches, returned, critic_step = [], [], wgan.train_discriminator
 
     def recording(real_images, *rest):
         batches.append(real_images)
-        return critic_step(real_images, *rest)
+        returned.append(torch.stack(critic_step(real_images, *rest)))
+        return returned[-1].unbind()
 
     monkeypatch.setattr(wgan, "train_discriminator", recording)
     _, G, D = small_nets("wgan")
     images = tiny_split(320, 0)[0].unsqueeze(1)
     optim_D, optim_G = torch.optim.RMSprop(D.parameters(), lr=5e-5), torch.optim.RMSprop(G.parameters(), lr=5e-5)
-    wgan.train_step(images, D, G, optim_D, optim_G, 32, 16, 3, 0.01, None)
+    logged = wgan.train_step(images, D, G, optim_D, optim_G, 32, 16, 3, 0.01, None)
     assert len(batches) == 3 and all(b.shape == (32, 1, 28, 28) for b in batches)
+    # The critic's loss, W and penalty are means over its steps; the handout's sum prints five times the value.
+    assert torch.allclose(logged[[0, 2, 3]], torch.stack(returned).mean(0))
     assert not torch.equal(batches[0], batches[1]) and not torch.equal(batches[1], batches[2])  # the handout's reuse
     assert all(b.min() >= -1 and b.max() <= 1 and b.min() < 0 for b in batches)  # real images, scaled to [-1, 1]
 
@@ -1717,12 +1722,18 @@ def test_a_gan_step_multiplies_exactly_what_the_handouts_two_updates_need():
     assert counter.flops == 2 * 128 * (d_step + g_step)
 
 
-def test_a_dcgan_step_convolves_exactly_what_its_two_updates_need():
-    """The same count for dcgan.py's convolutions, which bench/flops.py holds to cuDNN's TF32 peak on a GPU."""
+@pytest.mark.parametrize(
+    "script, flags, batch, d_steps",
+    [("dcgan", [], 128, 1), ("wgan", ["--clip", "0.01", "--n-critic", "2", "--batch-size", "16"], 16, 2)],
+    ids=["dcgan", "wgan"],
+)
+def test_a_conv_step_convolves_exactly_what_its_updates_need(script, flags, batch, d_steps):
+    """The same count for the convolutional scripts (wgan.py's critic is dcgan.py's D without the Sigmoid, which
+    convolves the same), held to cuDNN's TF32 peak by bench/flops.py on a GPU."""
     sys.path.insert(0, str(ROOT / "bench"))
     import flops
 
-    step = flops.step_of("dcgan", [], torch.device("cpu"))
+    step = flops.step_of(script, flags, torch.device("cpu"))
     step()  # as bench/flops.py counts: after the first step
     with flops.CountFlops() as counter:
         step()
@@ -1732,5 +1743,5 @@ def test_a_dcgan_step_convolves_exactly_what_its_two_updates_need():
     d_step = 2 * (c1 + c2) + t + 2 * (c1 + 2 * c2)
     # G step: G(z) and D(G(z)); backward: D's input gradients only (frozen), G's weights and inputs.
     g_step = t + (c1 + c2) + (c1 + c2) + 2 * t
-    assert counter.conv_flops == 2 * 128 * (d_step + g_step)
+    assert counter.conv_flops == 2 * batch * (d_steps * d_step + g_step)
     assert 0 < counter.conv_flops < counter.flops  # the Linear layers are the rest
