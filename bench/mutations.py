@@ -500,6 +500,7 @@ MUTATIONS = [
         "wgan.py",
         "the critic step records G's graph and back-propagates into G (no torch.no_grad)",
         [("with torch.no_grad():  # the handout's .detach()", "with contextlib.nullcontext():  # the handout's")],
+        "convolves",
     ),
     (
         "dcgan.py",
