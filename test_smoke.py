@@ -846,7 +846,8 @@ BAD_FLAGS = [
     (["--epochs", "0"], "--epochs: must be positive"),
     (["--batch-size", "-1"], "--batch-size: must be positive"),
     (["--lr", "0"], "--lr: must be positive"),
-    (["--lr", "abc"], "--lr: expected a float"),
+    (["--lr", "abc"], "--lr: expected a number"),
+    (["--batch-size", "abc"], "--batch-size: expected an integer"),
     (["--latent-dim", "0"], "--latent-dim: must be positive"),
     (["--dataset", "cifar10"], "invalid choice: 'cifar10'"),
 ]

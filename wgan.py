@@ -45,7 +45,9 @@ def positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if not value > 0 or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -57,7 +59,7 @@ def seed(text):
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
     if not 0 <= value < 2**32:  # torch seeds are 64-bit and the data order multiplies the seed: keep it 32-bit
         raise argparse.ArgumentTypeError(f"must be in [0, 2^32), got {text}")
     return value
