@@ -507,6 +507,26 @@ MUTATIONS = [
         "G left in eval mode after a sample (then trained on batch norm's running statistics)",
         [("    G.train(was_training)\n", "")],
     ),
+    (
+        "perturb.py",
+        "--seed ignored (the base vectors always from seed 0)",
+        [("manual_seed(args.seed))", "manual_seed(0))")],
+    ),
+    (
+        "gan.py",
+        "Ctrl-C saves the step it finished as not yet done (the resumed run trains it twice)",
+        [("save_checkpoint(args.ckpt, state(epoch, i + 1))", "save_checkpoint(args.ckpt, state(epoch, i))")],
+    ),
+    (
+        "gan.py",
+        "images per second of a resumed epoch counted over the whole epoch, not the part it ran",
+        [
+            (
+                "seconds, seen = time.perf_counter() - t0, n - first * args.batch_size",
+                "seconds, seen = time.perf_counter() - t0, n",
+            )
+        ],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
