@@ -814,6 +814,24 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
     assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
 
 
+def test_the_speed_of_a_resumed_epoch_counts_only_the_images_it_trained(trained, tmp_path, monkeypatch):
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    import gan
+
+    stopped = trained["c_stopped_at"]  # Ctrl-C'd mid-epoch
+    assert stopped["step"] > 0
+    torch.save(stopped, tmp_path / "c.pt")
+    ticks = iter(range(100))
+    monkeypatch.setattr(gan, "time", argparse.Namespace(perf_counter=lambda: float(next(ticks))))  # 1 s an epoch
+    argv = ["--resume", "--epochs", str(stopped["epoch"] + 1), "--data-root", str(trained["data_root"])]
+    out = run_quietly("gan", [*argv, "--ckpt", str(tmp_path / "c.pt"), "--logdir", str(tmp_path / "runs")])
+    seen = 320 - stopped["step"] * VARIANTS["gan"][3]  # the rest of the epoch, not all of it
+    assert f"| 1.00 s | {seen} img/s |" in out, out
+    speed = events(run_dir_of({"cwd": tmp_path}, "c.pt")).Scalars("GAN/Time/Images_per_second")
+    assert [(e.step, e.value) for e in speed] == [(stopped["epoch"] + 1, seen)]
+
+
 @pytest.mark.parametrize("resumed", ["b.pt", "c.pt"])
 def test_a_resumed_run_logs_what_a_straight_run_logs(trained, resumed):
     """Beyond the weights: every step loss once, the same epoch means (the loss sums survive a Ctrl-C), same images."""
