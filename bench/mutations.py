@@ -528,6 +528,11 @@ MUTATIONS = [
             )
         ],
     ),
+    (
+        "evaluate.py",
+        "confidence from the raw logits, not the softmax probabilities",
+        [("probs.max(1).values.mean().item()", "logits.max(1).values.mean().item()")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
