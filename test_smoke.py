@@ -631,6 +631,7 @@ def test_evaluate_metrics_on_constructed_features():
     s = score(tight, one_class)
     assert s["precision"] > 0.9 and s["recall"] < 0.1
     assert s["classes_covered"] == 1 and s["kl_uniform"] == pytest.approx(math.log(10))
+    assert s["confidence"] == pytest.approx(1 / (1 + 9 * math.exp(-10)))  # the top softmax probability, not a logit
     balanced = torch.eye(10).repeat(40, 1) * 10
     s = score(ref.clone(), balanced)
     assert s["classes_covered"] == 10 and s["kl_uniform"] == pytest.approx(0, abs=1e-12)
