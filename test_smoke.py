@@ -101,6 +101,10 @@ def interrupted_run(cmd, cwd, after=1):
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
+    # TensorBoard reads a folder's event files in name order, and a name starts with the second it was opened in,
+    # then the pid: an in-process resume (lower pid, no torch import to wait for) that opened its file within the
+    # same second would be read before this run's file, its steps first. A real resume starts seconds later.
+    time.sleep(1 - time.time() % 1)
     return proc.returncode, "".join(lines) + rest
 
 
@@ -374,19 +378,23 @@ def test_each_step_starts_from_zero_gradients(script):
 
 @pytest.mark.parametrize("script", ["gan", "dcgan"])
 @pytest.mark.parametrize("real_label", [1.0, 0.9])
-def test_the_d_loss_is_bce_with_real_label_and_fake_label_0(script, real_label):
+def test_the_d_loss_is_bce_with_real_label_and_fake_label_0_and_the_g_loss_with_label_1(script, real_label):
+    """Label smoothing is one-sided and D's alone: G's target stays 1 (the non-saturating loss, -log D(G(z)))."""
     module, G, D = small_nets(script)
     real, flat = real_batch(), script == "gan"
     state = torch.get_rng_state()
-    z = torch.randn(32, 16)  # the noise the step will draw
+    z_d, z_g = torch.randn(32, 16), torch.randn(32, 16)  # the noise the D step, then the G step, will draw
     torch.set_rng_state(state)
     with torch.no_grad():
         G.train()
-        out_real, out_fake = D(real.flatten(1) if flat else real), D(G(z))
+        out_real, out_fake, out_g = D(real.flatten(1) if flat else real), D(G(z_d)), D(G(z_g))
         bce = torch.nn.functional.binary_cross_entropy
-        expected = bce(out_real, torch.full_like(out_real, real_label)) + bce(out_fake, torch.zeros_like(out_fake))
-    loss_D, _, _ = d_step(script, module, G, D, real, real_label)
-    assert loss_D.item() == pytest.approx(expected.item(), rel=1e-5)
+        expected_d = bce(out_real, torch.full_like(out_real, real_label)) + bce(out_fake, torch.zeros_like(out_fake))
+        expected_g = -out_g.log().mean()
+    optim_D, optim_G = torch.optim.SGD(D.parameters(), lr=0.0), torch.optim.SGD(G.parameters(), lr=0.0)
+    loss_D, loss_G, _, _ = module.train_step(real, D, G, torch.nn.BCELoss(), optim_D, optim_G, 16, real_label)
+    assert loss_D.item() == pytest.approx(expected_d.item(), rel=1e-5)
+    assert loss_G.item() == pytest.approx(expected_g.item(), rel=1e-5)
 
 
 @pytest.mark.parametrize("script", ["gan", "dcgan"])
@@ -747,10 +755,15 @@ def test_tensorboard_epoch_curves_are_the_epoch_lines_and_the_means_of_the_step_
         assert printed.keys() == names.keys(), line
         for name, value in printed.items():
             assert curves[name][epoch] == pytest.approx(float(value), abs=0.51 * 10 ** -len(value.split(".")[1]))
-    for name, t in [("Loss_D", "Step/Loss_D"), ("Loss_G", "Step/Loss_G")]:
-        step = [e.value for e in acc.Scalars(f"{tag}/{t}")]
-        means = [sum(step[e * steps : (e + 1) * steps]) / steps for e in range(2)]
+    step = {name: [e.value for e in acc.Scalars(f"{tag}/Step/{name}")] for name in ["Loss_D", "Loss_G"]}
+    for name, values in step.items():
+        means = [sum(values[e * steps : (e + 1) * steps]) / steps for e in range(2)]
         assert curves[name] == pytest.approx(means, rel=1e-5, abs=1e-6)
+    for line in step_lines(trained["straight"]):  # each progress line: the running means since its epoch began
+        epoch, done = (int(n) for n in re.match(r"Epoch (\d+) \| Step (\d+)", line).groups())
+        for name, values in step.items():
+            printed = float(re.search(rf"{name} (-?\d+\.\d+)", line).group(1))
+            assert sum(values[epoch * steps : epoch * steps + done]) / done == pytest.approx(printed, abs=6e-5), line
     if wgan:  # the critic's loss is -W (+ lambda GP): the Wasserstein curve has the paper's sign
         gp = 10 if trained["variant"] == "wgan-gp" else 0
         expected = [-w + gp * p for w, p in zip(curves["W"], curves["GP"], strict=True)]
@@ -800,6 +813,26 @@ def test_milestone_progress_and_comparison_pngs(trained):
 def test_same_seed_gives_the_same_losses(trained):
     first_epoch = [line for line in step_lines(trained["straight"]) if line.startswith("Epoch 00")]
     assert first_epoch and first_epoch == step_lines(trained["first"])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_seed_sets_the_initial_weights_and_the_noise(script, data_root, tmp_path, monkeypatch):
+    module, starts = importlib.import_module(script), {}
+
+    def train_step(
+        images, D, G, *_
+    ):  # records what a run's first step starts from (weights, next noise), trains nothing
+        weights = torch.cat([p.detach().flatten() for p in [*G.parameters(), *D.parameters()]])
+        starts.setdefault(run, (weights, torch.randn(8)))
+        return torch.full((4,), 0.5)
+
+    monkeypatch.setattr(module, "train_step", train_step)
+    for run, seed in enumerate(["0", "0", "1"], 1):
+        argv = ["--data-root", str(data_root), "--batch-size", "64", "--epochs", "1", "--seed", seed]
+        run_quietly(script, [*argv, "--ckpt", str(tmp_path / f"{run}.pt"), "--logdir", str(tmp_path / "runs")])
+    (weights_0, noise_0), (weights_again, noise_again), (weights_1, noise_1) = starts.values()
+    assert torch.equal(weights_0, weights_again) and torch.equal(noise_0, noise_again)
+    assert not torch.equal(weights_0, weights_1) and not torch.equal(noise_0, noise_1)
 
 
 def test_resume_equals_an_uninterrupted_run(trained):
@@ -1359,9 +1392,12 @@ def test_an_epoch_trains_on_every_image_once_the_last_batch_smaller(script, data
         return torch.full((4,), 0.5)
 
     monkeypatch.setattr(module, "train_step", train_step)
+    ticks = iter(range(100))
+    monkeypatch.setattr(module, "time", argparse.Namespace(perf_counter=lambda: float(next(ticks))))  # 1 s an epoch
     argv = ["--data-root", str(data_root), "--batch-size", "48", "--epochs", "1", "--ckpt", str(tmp_path / "x.pt")]
-    run_quietly(script, [*argv, "--logdir", str(tmp_path / "runs")])
+    out = run_quietly(script, [*argv, "--logdir", str(tmp_path / "runs")])
     assert [len(batch) for batch in batches] == [48] * 6 + [32]  # 320 images
+    assert "| 1.00 s | 320 img/s |" in out, out  # the images trained, not 7 full batches
     images = sorted(torch.cat(batches).flatten(1).tolist())
     assert images == sorted(module.to_unit(tiny_split(320, len("train"))[0]).flatten(1).tolist())  # data_root's
 

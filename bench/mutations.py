@@ -533,6 +533,59 @@ MUTATIONS = [
         "confidence from the raw logits, not the softmax probabilities",
         [("probs.max(1).values.mean().item()", "logits.max(1).values.mean().item()")],
     ),
+    (
+        "gan.py",
+        "label smoothing leaks into the G step (G's target 1 - smoothing instead of 1)",
+        [
+            ("batch_size, latent_dim, device):\n", "batch_size, latent_dim, device, real_label=1.0):\n"),
+            (
+                "loss_func(fake_output, torch.ones_like(fake_output))",
+                "loss_func(fake_output, torch.full_like(fake_output, real_label))",
+            ),
+            (
+                "real_images.size(0), latent_dim, real_images.device)",
+                "real_images.size(0), latent_dim, real_images.device, real_label)",
+            ),
+        ],
+    ),
+    (
+        "gan.py",
+        "--seed ignored by the weights and noise (always seed 0)",
+        [("torch.manual_seed(args.seed)", "torch.manual_seed(0)")],
+    ),
+    (
+        "gan.py",
+        "progress lines print the mean since the last line, not the running mean over the epoch",
+        [("mean = sums / (i + 1)", "mean = values.mean(0)")],
+    ),
+    (
+        "wgan.py",
+        "the critic clipped once per generator step, after its last step, not after each",
+        [
+            (
+                "    if not gp:\n        with torch.no_grad():  # weight clipping",
+                "    if False:\n        with torch.no_grad():  # weight clipping",
+            ),
+            (
+                "    loss_G = train_generator(D, G, optim_G, batch_size",
+                "    if not gp:\n        with torch.no_grad():\n            for param in D.parameters():\n"
+                "                param.clamp_(-clip, clip)\n    loss_G = train_generator(D, G, optim_G, batch_size",
+            ),
+        ],
+    ),
+    (
+        "gan.py",
+        "TensorBoard's step losses at x = steps done - 1",
+        [
+            ('"GAN/Step/Loss_D", ld, global_step)', '"GAN/Step/Loss_D", ld, global_step - 1)'),
+            ('"GAN/Step/Loss_G", lg, global_step)', '"GAN/Step/Loss_G", lg, global_step - 1)'),
+        ],
+    ),
+    (
+        "gan.py",
+        "images per second count the epoch's smaller last batch as a full one",
+        [("n - first * args.batch_size", "(steps - first) * args.batch_size")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
