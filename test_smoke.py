@@ -819,9 +819,7 @@ def test_same_seed_gives_the_same_losses(trained):
 def test_the_seed_sets_the_initial_weights_and_the_noise(script, data_root, tmp_path, monkeypatch):
     module, starts = importlib.import_module(script), {}
 
-    def train_step(
-        images, D, G, *_
-    ):  # records what a run's first step starts from (weights, next noise), trains nothing
+    def train_step(images, D, G, *_):  # records what a run's first step starts from (weights, next noise)
         weights = torch.cat([p.detach().flatten() for p in [*G.parameters(), *D.parameters()]])
         starts.setdefault(run, (weights, torch.randn(8)))
         return torch.full((4,), 0.5)
