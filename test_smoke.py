@@ -551,6 +551,8 @@ def test_each_wgan_critic_step_draws_a_fresh_batch_and_the_step_logs_their_means
     assert torch.allclose(logged[[0, 2, 3]], torch.stack(returned).mean(0))
     assert not torch.equal(batches[0], batches[1]) and not torch.equal(batches[1], batches[2])  # the handout's reuse
     assert all(b.min() >= -1 and b.max() <= 1 and b.min() < 0 for b in batches)  # real images, scaled to [-1, 1]
+    drawn, first = torch.cat(batches).flatten(1), wgan.to_unit(images[:32]).flatten(1)
+    assert not (drawn[:, None] == first[None]).all(2).any(1).all()  # from all 320 images, not the first batch's 32
 
 
 # ===== The small pure pieces, exactly =====
@@ -806,8 +808,18 @@ def test_milestone_progress_and_comparison_pngs(trained):
     grid = 2 * (8 * 30 + 2)  # the report figures enlarge each grid twice, without blur
     width, height = Image.open(run_dir / "progress.png").size
     assert width > 5 * grid and grid < height < grid + 200  # five grids side by side, captions and a title above
-    width, height = Image.open(run_dir / "real_vs_generated.png").size
-    assert width > grid + 60 and height > 2 * (2 * 30 + 2)  # row labels on the left, two rows
+    figure = pixels(run_dir / "real_vs_generated.png")[0]
+    assert figure.size(1) > grid + 60 and figure.size(0) > 2 * (2 * 30 + 2)  # row labels on the left, two rows
+    # Its rows: 8 training images as they are (the data order's images for epoch -1) and the final G's first 8 samples.
+    module, n = importlib.import_module(trained["variant"].split("-")[0]), VARIANTS[trained["variant"]][4]
+    train = tiny_split(n, len("train"))[0].unsqueeze(1)[module.epoch_order(n, 0, -1, "cpu")[:8]]
+    final = load(trained["cwd"] / "a.pt")["history"][2][:8]
+    for row in [train, final]:
+        tile = torchvision.transforms.functional.pil_to_tensor(module.grid_image(row))[0]
+        h, w = tile.shape
+        middles = (figure.unfold(1, w, 1) == tile[h // 2]).all(-1).nonzero().tolist()  # where its middle line is
+        shown = [figure[y - h // 2 : y - h // 2 + h, x : x + w] for y, x in middles if y >= h // 2]
+        assert any(torch.equal(window, tile) for window in shown), "a row of real_vs_generated.png is not its images"
 
 
 def test_same_seed_gives_the_same_losses(trained):

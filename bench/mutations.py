@@ -586,6 +586,21 @@ MUTATIONS = [
         "images per second count the epoch's smaller last batch as a full one",
         [("n - first * args.batch_size", "(steps - first) * args.batch_size")],
     ),
+    (
+        "wgan.py",
+        "the critic's random batches drawn from the first batch-size images only",
+        [("torch.randint(images.size(0), (batch_size,)", "torch.randint(batch_size, (batch_size,)")],
+    ),
+    (
+        "wgan.py",
+        "the generator's weights clipped instead of the critic's",
+        [("for param in D.parameters():", "for param in G.parameters():")],
+    ),
+    (
+        "gan.py",
+        "the real row of real_vs_generated.png from [0, 1] images (washed out)",
+        [("real = to_uint8(to_unit(images[", "real = to_uint8((lambda x: x.float() / 255)(images[")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
