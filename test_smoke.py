@@ -150,6 +150,19 @@ def pixels(png):
     )
 
 
+def shows(figure, tile):
+    """Whether the PNG figure holds the PIL image tile, pixel for pixel, somewhere."""
+    figure, tile = (torchvision.transforms.functional.pil_to_tensor(f)[0] for f in (Image.open(figure), tile))
+    (h, w), r = tile.shape, max(range(tile.size(0)), key=lambda i: len(set(tile[i].tolist())))  # its busiest line
+    line = tile[r].numpy().tobytes()
+    for y in range(r, figure.size(0) - h + r + 1):  # where that line could lie, then the whole tile
+        row, x = figure[y].numpy().tobytes(), -1
+        while (x := row.find(line, x + 1)) >= 0:
+            if torch.equal(figure[y - r : y - r + h, x : x + w], tile):
+                return True
+    return False
+
+
 def run_dir_of(trained, name):
     return Path(load(trained["cwd"] / name)["run_dir"])
 
@@ -808,18 +821,15 @@ def test_milestone_progress_and_comparison_pngs(trained):
     grid = 2 * (8 * 30 + 2)  # the report figures enlarge each grid twice, without blur
     width, height = Image.open(run_dir / "progress.png").size
     assert width > 5 * grid and grid < height < grid + 200  # five grids side by side, captions and a title above
-    figure = pixels(run_dir / "real_vs_generated.png")[0]
-    assert figure.size(1) > grid + 60 and figure.size(0) > 2 * (2 * 30 + 2)  # row labels on the left, two rows
-    # Its rows: 8 training images as they are (the data order's images for epoch -1) and the final G's first 8 samples.
+    width, height = Image.open(run_dir / "real_vs_generated.png").size
+    assert width > grid + 60 and height > 2 * (2 * 30 + 2)  # row labels on the left, two rows
+    # What they show: each milestone's samples; 8 training images as they are and the final G's first 8 samples.
     module, n = importlib.import_module(trained["variant"].split("-")[0]), VARIANTS[trained["variant"]][4]
+    history = load(trained["cwd"] / "a.pt")["history"]
+    assert all(shows(run_dir / "progress.png", module.grid_image(history[epoch])) for epoch in [0, 1, 2])
     train = tiny_split(n, len("train"))[0].unsqueeze(1)[module.epoch_order(n, 0, -1, "cpu")[:8]]
-    final = load(trained["cwd"] / "a.pt")["history"][2][:8]
-    for row in [train, final]:
-        tile = torchvision.transforms.functional.pil_to_tensor(module.grid_image(row))[0]
-        h, w = tile.shape
-        middles = (figure.unfold(1, w, 1) == tile[h // 2]).all(-1).nonzero().tolist()  # where its middle line is
-        shown = [figure[y - h // 2 : y - h // 2 + h, x : x + w] for y, x in middles if y >= h // 2]
-        assert any(torch.equal(window, tile) for window in shown), "a row of real_vs_generated.png is not its images"
+    for row in [train, history[2][:8]]:
+        assert shows(run_dir / "real_vs_generated.png", module.grid_image(row))
 
 
 def test_same_seed_gives_the_same_losses(trained):
@@ -1261,7 +1271,16 @@ def test_evaluate_export_writes_pngs(trained, data_root, tmp_path, capsys):
     argv = [ckpt, "--data-root", str(data_root), "--n", "256", "--export", str(tmp_path)]
     evaluate(argv, capsys)
     files = sorted((tmp_path / "a").glob("*.png"))
-    assert len(files) == 256 and Image.open(files[0]).size[0] >= 28
+    assert len(files) == 256 and Image.open(files[0]).size == (28, 28)
+    import evaluate as ev  # each file is its sample, [-1, 1] mapped to [0, 255], in the order --seed draws them
+    import gan
+
+    ckpt = load(ckpt)
+    G = gan.Generator(**ckpt["generator_kwargs"])
+    G.load_state_dict(ckpt["G"])
+    expected = ev.generate(G, ckpt["generator_kwargs"]["latent_dim"], 256, 0).add(1).mul(127.5)
+    for i in [0, 1, 255]:
+        assert (pixels(files[i])[0].float() - expected[i, 0]).abs().max() <= 0.51, files[i].name
 
 
 def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):

@@ -601,6 +601,16 @@ MUTATIONS = [
         "the real row of real_vs_generated.png from [0, 1] images (washed out)",
         [("real = to_uint8(to_unit(images[", "real = to_uint8((lambda x: x.float() / 255)(images[")],
     ),
+    (
+        "gan.py",
+        "every grid of progress.png the final epoch's samples",
+        [("tiles.append(grid_image(history[epoch]))", "tiles.append(grid_image(history[max(history)]))")],
+    ),
+    (
+        "evaluate.py",
+        "--export writes the samples in [-1, 1] (every pixel below mid-grey black)",
+        [("torchvision.utils.save_image(image.add(1).div(2), ", "torchvision.utils.save_image(image, ")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
