@@ -1693,13 +1693,19 @@ def test_results_figure_labels_each_row_and_names_the_flags_of_candidates_and_re
     import results
 
     names = ["dcgan", "wgan_gp", "dcgan_lr1e-4_ls", "dcgan_lr1e-4_lrd5e-5_ls"]
-    for name in names:
-        Image.new("L", (20, 8), 128).save(tmp_path / f"{name}_seed0.png")
+    for k, name in enumerate(names):  # a grey of its own for each configuration's sample row, and for each seed
+        for seed in [0, 2]:
+            Image.new("L", (20, 8), 10 * k + 100 * (seed == 2)).save(tmp_path / f"{name}_seed{seed}.png")
     drawn = {}
-    monkeypatch.setattr(results.gan, "labelled", lambda path, tiles, labels, **kw: drawn.update(kw, labels=labels))
-    args = argparse.Namespace(out=str(tmp_path), seeds=[0], epochs=30, extra=["--dataset", "mnist"])
+
+    def labelled(path, tiles, labels, **kw):
+        drawn.update(kw, labels=labels, greys=[tile.getpixel((0, 0)) for tile in tiles])
+
+    monkeypatch.setattr(results.gan, "labelled", labelled)
+    args = argparse.Namespace(out=str(tmp_path), seeds=[2, 0], epochs=30, extra=["--dataset", "mnist"])
     results.figure(args, names, str(tmp_path / "f.png"))
-    assert drawn["title"].startswith("MNIST, 30 epochs, seed 0")  # a figure says what it was trained on
+    assert drawn["title"].startswith("MNIST, 30 epochs, seed 2")  # a figure says what it was trained on
+    assert drawn["greys"] == [100, 110, 120, 130]  # each label beside its own configuration's row, of the first seed
     assert drawn["labels"] == [
         "dcgan.py, handout defaults",
         "wgan.py --gp 10 (WGAN-GP)",  # its flags are in its name already

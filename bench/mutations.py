@@ -611,6 +611,11 @@ MUTATIONS = [
         "--export writes the samples in [-1, 1] (every pixel below mid-grey black)",
         [("torchvision.utils.save_image(image.add(1).div(2), ", "torchvision.utils.save_image(image, ")],
     ),
+    (
+        "bench/results.py",
+        "the figure's rows from the last seed, while its title names the first",
+        [('f"{name}_seed{args.seeds[0]}.png"', 'f"{name}_seed{args.seeds[-1]}.png"')],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
