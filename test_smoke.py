@@ -913,6 +913,27 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, data_root, c
     assert not (cwd / "n.pt.lock").exists()
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_an_infinite_generator_loss_alone_stops_the_run(script, small_data_root, tmp_path, monkeypatch):
+    """G's loss is looked at too: at a run's last step G can blow up while D's loss, taken before, is still finite."""
+    module = importlib.import_module(script)
+    monkeypatch.setattr(module, "train_step", lambda *_: torch.tensor([1.0, math.inf, 0.5, 0.5]))
+    argv = [
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--data-root",
+        str(small_data_root),
+        "--ckpt",
+        str(tmp_path / "x.pt"),
+    ]
+    with pytest.raises(SystemExit) as exc:
+        run_main(script, [*argv, "--logdir", str(tmp_path / "runs")])
+    assert "Step 0002: a loss is NaN or infinite" in str(exc.value.code)  # at the first progress line (2 steps)
+    assert not (tmp_path / "x.pt").exists()
+
+
 # ===== Bad input: one line, exit status 2, no traceback =====
 BAD_FLAGS = [
     (["--epochs", "0"], "--epochs: must be positive"),
@@ -1429,6 +1450,16 @@ def test_an_epoch_trains_on_every_image_once_the_last_batch_smaller(script, data
     assert "| 1.00 s | 320 img/s |" in out, out  # the images trained, not 7 full batches
     images = sorted(torch.cat(batches).flatten(1).tolist())
     assert images == sorted(module.to_unit(tiny_split(320, len("train"))[0]).flatten(1).tolist())  # data_root's
+
+
+def test_wgan_images_per_second_count_every_critic_batch(data_root, tmp_path, monkeypatch):
+    wgan = importlib.import_module("wgan")
+    monkeypatch.setattr(wgan, "train_step", lambda *_: torch.full((4,), 0.5))  # trains nothing
+    ticks = iter(range(100))
+    monkeypatch.setattr(wgan, "time", argparse.Namespace(perf_counter=lambda: float(next(ticks))))  # 1 s an epoch
+    argv = ["--data-root", str(data_root), "--batch-size", "48", "--n-critic", "3", "--epochs", "1"]
+    out = run_quietly("wgan", [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    assert f"| 1.00 s | {7 * 48 * 3} img/s |" in out, out  # 7 generator steps, 3 critic batches of 48 each
 
 
 def test_an_epoch_never_ends_with_a_one_image_batch(data_root, tmp_path, capsys):

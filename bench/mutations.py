@@ -616,6 +616,93 @@ MUTATIONS = [
         "the figure's rows from the last seed, while its title names the first",
         [('f"{name}_seed{args.seeds[0]}.png"', 'f"{name}_seed{args.seeds[-1]}.png"')],
     ),
+    (
+        "gan.py",
+        "the samples of earlier epochs not restored on resume (progress.png loses its first milestones)",
+        [
+            (
+                'fixed_noise, history = ckpt["fixed_noise"].to(device), ckpt.get("history", {})',
+                'fixed_noise, history = ckpt["fixed_noise"].to(device), {}',
+            )
+        ],
+    ),
+    ("wgan.py", "the critic's weights clipped in the --gp mode too", [("    if not gp:\n", "    if True:\n")]),
+    (
+        "wgan.py",
+        "the gradient penalty taken at the real images only, not between real and fake",
+        [("mixed = (eps * real_images + (1 - eps) * fake_images)", "mixed = (real_images + 0 * eps)")],
+    ),
+    (
+        "wgan.py",
+        "the gradient penalty without its - 1 (every gradient pushed to zero, not to norm 1)",
+        [("((grad.flatten(1).norm(dim=1) - 1) ** 2)", "((grad.flatten(1).norm(dim=1)) ** 2)")],
+    ),
+    (
+        "gan.py",
+        "each batch skips its first image (an off-by-one in the slice)",
+        [("batch = order[i * args.batch_size : end]", "batch = order[i * args.batch_size + 1 : end]")],
+    ),
+    (
+        "gan.py",
+        "only D's loss looked at for NaN or infinity",
+        [("if not torch.isfinite(values).all():", "if not torch.isfinite(values[:, 0]).all():")],
+    ),
+    (
+        "gan.py",
+        "the epoch-end checkpoint records its epoch as not done",
+        [("save_checkpoint(args.ckpt, state(epoch + 1, 0))", "save_checkpoint(args.ckpt, state(epoch, 0))")],
+    ),
+    (
+        "evaluate.py",
+        "the real-data row drawn from the test split (the reference set itself: FID 0)",
+        [("real = train_x[torch.randperm(len(train_x)", "real = test_x[torch.randperm(len(test_x)")],
+    ),
+    ("gan.py", "G without its Tanh", [("            nn.Tanh(),  # pixels in [-1, 1], like the training images\n", "")]),
+    (
+        "perturb.py",
+        "slerp runs from the second vector to the first",
+        [
+            (
+                "return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b)",
+                "return (torch.sin(t * omega) * a + torch.sin((1 - t) * omega) * b)",
+            )
+        ],
+    ),
+    (
+        "perturb.py",
+        "--interpolate's pairs overlap (1-2, 2-3, ...)",
+        [("pairs = [(i, i + 1) for i in range(0, n - 1, 2)]", "pairs = [(i, i + 1) for i in range(0, n - 1)]")],
+    ),
+    (
+        "perturb.py",
+        "--sweep's add mode sets the values",
+        [
+            (
+                'grid[:, :, args.sweep] = values if args.mode == "set" else grid[:, :, args.sweep] + values',
+                "grid[:, :, args.sweep] = values",
+            )
+        ],
+    ),
+    (
+        "perturb.py",
+        "the straight-line interpolation runs from the second vector to the first",
+        [("lambda a, b, t: (1 - t) * a + t * b", "lambda a, b, t: t * a + (1 - t) * b")],
+    ),
+    (
+        "perturb.py",
+        "--range's high end left out of the sweep",
+        [
+            (
+                "values = torch.linspace(args.range[0], args.range[1], args.steps)",
+                "values = torch.linspace(args.range[0], args.range[1], args.steps + 1)[:-1]",
+            )
+        ],
+    ),
+    (
+        "wgan.py",
+        "images per second count one critic batch per generator step, not n-critic",
+        [("(steps - first) * args.batch_size * args.n_critic", "(steps - first) * args.batch_size")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
