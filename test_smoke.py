@@ -960,6 +960,21 @@ def test_bad_flags_exit_2(variant, flags, message, capsys):
     assert code == 2 and message in err
 
 
+@pytest.mark.parametrize("script", ["gan", "dcgan"])  # wgan.py's own: test_wgan_rejects_flags_that_do_nothing_...
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--label-smoothing", "1"], "--label-smoothing: must be in [0, 1)"),  # a real label of 0, the fakes' label
+        (["--label-smoothing", "-0.1"], "--label-smoothing: must be in [0, 1)"),
+        (["--beta1", "1"], "--beta1/--beta2: must be in [0, 1)"),
+        (["--beta2", "-0.5"], "--beta1/--beta2: must be in [0, 1)"),
+    ],
+)
+def test_bce_scripts_refuse_labels_and_betas_out_of_range(script, flags, message, capsys):
+    code, err = main_exit(script, flags, capsys)
+    assert code == 2 and message in err
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_bad_checkpoints_exit_2(variant, tmp_path, capsys):
     script, extra, *_ = VARIANTS[variant]
@@ -1361,9 +1376,22 @@ def test_resume_refuses_flags_it_would_ignore_and_accepts_repeated_ones(trained,
     monkeypatch.chdir(trained["cwd"])
     script, extra, _, batch, _ = VARIANTS[trained["variant"]]
     base = extra + ["--resume", "--ckpt", "a.pt", "--epochs", "2"]
-    for flags, message in [(["--lr", "1e30"], "--lr: this run has"), (["--overwrite"], "--overwrite: this run has")]:
+    # Every flag but these is the run's own: a different value typed with --resume is refused, whatever the flag.
+    may_change = {"help", "epochs", "ckpt", "resume", "device", "data_root", "logdir", "log_every", "cuda_graph"}
+    parser, ran = importlib.import_module(script).parse_args([])[0], load(trained["cwd"] / "a.pt")["args"]
+    own = [action for action in parser._actions if action.dest not in may_change]
+    assert {"lr", "seed", "batch_size", "dataset", "overwrite"} <= {action.dest for action in own}
+    for action in own:
+        value = ran[action.dest]
+        if action.nargs == 0:  # --overwrite
+            typed = []
+        elif action.choices:
+            typed = [next(choice for choice in action.choices if choice != value)]
+        else:
+            typed = [str(value + 1 if isinstance(value, int) else value / 2 if value else 0.5)]  # None, 0: 0.5
+        flags = [action.option_strings[0], *typed]
         code, err = main_exit(script, base + flags, capsys)
-        assert code == 2 and message in err, (flags, err)
+        assert code == 2 and f"{action.option_strings[0]}: this run has" in err, (flags, err)
     code, err = main_exit(script, base + ["--batch-size", str(batch)], capsys)  # the run's own value: fine
     assert code == 2 and "already has 2 epochs" in err
     if trained["variant"] == "wgan-gp":  # the mode comes from the checkpoint: its betas need no --gp typed again
@@ -1789,7 +1817,10 @@ def test_results_script_trains_seeds_resumes_and_prints_mean_and_spread(data_roo
     with monkeypatch.context() as m:
         m.setattr(results.subprocess, "run", in_process)
         results.train(args, "gan_ls0.2", 0)  # unfinished for 2 epochs: resumed, not restarted
-    assert "Resuming" in (out / "gan_ls0.2_seed0.log").read_text() and load(out / "gan_ls0.2_seed0.pt")["epoch"] == 2
+    resumed = (out / "gan_ls0.2_seed0.log").read_text()  # the first call's lines kept: its epochs count in s/epoch
+    assert (
+        resumed.startswith(log) and "Resuming" in resumed[len(log) :] and load(out / "gan_ls0.2_seed0.pt")["epoch"] == 2
+    )
     # A folder brought back from a GPU machine holds scores, logs and sample rows, not checkpoints: nothing retrains.
     for ckpt in out.glob("*.pt"):
         ckpt.unlink()

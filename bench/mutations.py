@@ -703,6 +703,43 @@ MUTATIONS = [
         "images per second count one critic batch per generator step, not n-critic",
         [("(steps - first) * args.batch_size * args.n_critic", "(steps - first) * args.batch_size")],
     ),
+    (
+        "gan.py",
+        "run folders claimed with exist_ok (two runs started in the same second share one)",
+        [("os.makedirs(run_dir)  # atomic", "os.makedirs(run_dir, exist_ok=True)  # atomic")],
+    ),
+    (
+        "gan.py",
+        "--label-smoothing 1 accepted (a real label of 0, the fakes' label)",
+        [("if not 0 <= args.label_smoothing < 1:", "if not 0 <= args.label_smoothing <= 1:")],
+    ),
+    ("gan.py", "--lr changed silently on --resume", [('RESUMABLE = ("epochs",', 'RESUMABLE = ("lr", "epochs",')]),
+    (
+        "gan.py",
+        "every epoch after a mid-epoch resume starts at the step it stopped at",
+        [
+            (
+                "first = time.perf_counter(), [], start_step if epoch == start_epoch else 0",
+                "first = time.perf_counter(), [], start_step",
+            )
+        ],
+    ),
+    (
+        "bench/results.py",
+        "a resumed run's log started afresh (its first epochs lost to s/epoch)",
+        [('with open(log, "a" if flags == ["--resume"] else "w") as f:', 'with open(log, "w") as f:')],
+    ),
+    (
+        "evaluate.py",
+        "--seed ignored by the samples (always seed 0's z)",
+        [("generator=torch.Generator().manual_seed(seed))", "generator=torch.Generator().manual_seed(0))")],
+    ),
+    ("dcgan.py", "--lr changed silently on --resume", [('RESUMABLE = ("epochs",', 'RESUMABLE = ("lr", "epochs",')]),
+    (
+        "wgan.py",
+        "--n-critic changed silently on --resume",
+        [('RESUMABLE = ("epochs",', 'RESUMABLE = ("n_critic", "epochs",')],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
