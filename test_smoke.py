@@ -868,6 +868,30 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
     assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_ctrl_c_between_progress_lines_keeps_the_steps_since_the_last_line(script, small_data_root, tmp_path):
+    """The steps after the last progress line are logged and summed before the save, or the resumed epoch lacks them."""
+    module, returned = importlib.import_module(script), []
+    train_step = module.train_step
+
+    def interrupted_at_step_3(*args):
+        returned.append(train_step(*args))
+        if len(returned) == 3:
+            signal.raise_signal(signal.SIGINT)  # the script's own handler: finish this step, save, exit
+        return returned[-1]
+
+    argv = ["--epochs", "2", "--batch-size", "4", "--log-every", "100", "--data-root", str(small_data_root)]
+    with pytest.MonkeyPatch.context() as m, pytest.raises(SystemExit) as exc:
+        m.setattr(module, "train_step", interrupted_at_step_3)
+        run_main(script, [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    assert exc.value.code == 130  # no progress line was due: 3 of 8 steps, one every 100
+    ckpt = load(tmp_path / "x.pt")
+    assert (ckpt["epoch"], ckpt["step"]) == (0, 3)
+    assert torch.allclose(ckpt["sums"], torch.stack(returned).sum(0))  # the resumed epoch's means include them
+    tag = f"{VARIANTS[script][2]}/Step/Loss_D"
+    assert [e.step for e in events(ckpt["run_dir"]).Scalars(tag)] == [1, 2, 3]
+
+
 def test_the_speed_of_a_resumed_epoch_counts_only_the_images_it_trained(trained, tmp_path, monkeypatch):
     if trained["variant"] != "gan":
         pytest.skip("checked once")

@@ -740,6 +740,42 @@ MUTATIONS = [
         "--n-critic changed silently on --resume",
         [('RESUMABLE = ("epochs",', 'RESUMABLE = ("n_critic", "epochs",')],
     ),
+    (
+        "perturb.py",
+        "the set mode's figure named like the add mode's (one overwrites the other)",
+        [('kind = "perturb" + ("-set" if args.mode == "set" else "")', 'kind = "perturb"')],
+    ),
+    (
+        "gan.py",
+        "Ctrl-C saves without logging the steps since the last progress line (lost to TensorBoard and the sums)",
+        [
+            (
+                "if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:",
+                "if (i + 1) % args.log_every == 0 or i + 1 == steps:",
+            )
+        ],
+    ),
+    (
+        "dcgan.py",
+        "two-sided label smoothing (the fakes labelled --label-smoothing)",
+        [
+            (
+                "fake_loss = loss_func(fake_output, torch.zeros_like(fake_output))",
+                "fake_loss = loss_func(fake_output, torch.full_like(fake_output, 1 - real_label))",
+            )
+        ],
+    ),
+    (
+        "dcgan.py",
+        "D's loss the mean of its two terms, not their sum",
+        [("    loss_D = real_loss + fake_loss\n", "    loss_D = (real_loss + fake_loss) / 2\n")],
+    ),
+    (
+        "wgan.py",
+        "one critic step too few per generator step",
+        [("for _ in range(n_critic):", "for _ in range(n_critic - 1):")],
+    ),
+    ("evaluate.py", "any --n accepted (a singular covariance below 256)", [("if args.n < 2 * d:", "if args.n < 2:")]),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
