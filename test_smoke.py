@@ -591,6 +591,8 @@ def test_the_epoch_order_is_a_fresh_permutation_each_epoch_and_repeats_per_seed_
     assert sorted(first.tolist()) == list(range(100)) and not torch.equal(first, second)
     assert torch.equal(first, gan.epoch_order(100, 0, 0, "cpu"))
     assert not torch.equal(first, gan.epoch_order(100, 1, 0, "cpu"))
+    orders = {(s, e): tuple(gan.epoch_order(100, s, e, "cpu").tolist()) for s in range(3) for e in range(-1, 31)}
+    assert len(set(orders.values())) == len(orders)  # no seed replays another's epochs shifted (as seed + epoch would)
 
 
 @pytest.mark.parametrize("script", ["dcgan", "wgan"])
@@ -853,6 +855,8 @@ def test_the_seed_sets_the_initial_weights_and_the_noise(script, data_root, tmp_
     (weights_0, noise_0), (weights_again, noise_again), (weights_1, noise_1) = starts.values()
     assert torch.equal(weights_0, weights_again) and torch.equal(noise_0, noise_again)
     assert not torch.equal(weights_0, weights_1) and not torch.equal(noise_0, noise_1)
+    fixed = [load(tmp_path / f"{run}.pt")["fixed_noise"] for run in (1, 2, 3)]
+    assert torch.equal(fixed[0], fixed[1]) and not torch.equal(fixed[0], fixed[2])  # the logged grids' z as well
 
 
 def test_resume_equals_an_uninterrupted_run(trained):

@@ -776,6 +776,27 @@ MUTATIONS = [
         [("for _ in range(n_critic):", "for _ in range(n_critic - 1):")],
     ),
     ("evaluate.py", "any --n accepted (a singular covariance below 256)", [("if args.n < 2 * d:", "if args.n < 2:")]),
+    (
+        "gan.py",
+        "the fixed z of the logged grids the same for every seed",
+        [
+            (
+                "generator=torch.Generator().manual_seed(args.seed)).to(device)",
+                "generator=torch.Generator().manual_seed(0)).to(device)",
+            )
+        ],
+    ),
+    ("gan.py", "the milestone epochs rounded down", [("math.ceil(args.epochs * q / 4)", "args.epochs * q // 4")]),
+    (
+        "gan.py",
+        "epoch orders shared between seeds (seed + epoch: seed 1's epoch 0 is seed 0's epoch 1)",
+        [("manual_seed(seed * 1_000_003 + epoch)", "manual_seed(seed + epoch)")],
+    ),
+    (
+        "gan.py",
+        "a corrupt .gz not named (its md5 not checked)",
+        [("if os.path.exists(gz) and not torchvision.datasets.utils.check_md5(gz, md5):", "if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
