@@ -1430,6 +1430,16 @@ def test_resume_refuses_flags_it_would_ignore_and_accepts_repeated_ones(trained,
         assert code == 2 and "--beta1: this run has None" in err
 
 
+def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monkeypatch):
+    import gan
+
+    moment = gan.datetime(2026, 1, 1)
+    monkeypatch.setattr(gan, "datetime", argparse.Namespace(now=lambda: moment))  # both in the same second
+    args = argparse.Namespace(logdir=str(tmp_path), dataset="mnist", seed=0)
+    first, second = gan.new_run_dir(None, args), gan.new_run_dir(None, args)
+    assert first != second and Path(first).is_dir() and Path(second).name == Path(first).name + "_2"
+
+
 def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):
     import gan
 
