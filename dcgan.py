@@ -432,8 +432,56 @@ def labelled(path, tiles, labels, title="", across=True):
     canvas.save(path)
 
 
-def save_report_figures(run_dir, args, history, real, fake):
-    """Question 2's images at 0/25/50/75/100% of the final --epochs, one progress.png, and real vs generated."""
+COLOURS = [(31, 119, 180), (255, 127, 14)]  # matplotlib's first two: D blue, G orange, as in report 002's figure
+
+
+def nice_ticks(lo, hi, most=6):
+    """Round values in [lo, hi], 1, 2 or 5 times a power of ten apart, at most `most` of them."""
+    sizes = (s * 10.0**e for e in range(math.floor(math.log10((hi - lo) / most)), 99) for s in (1, 2, 5))
+    size = next(size for size in sizes if (hi - lo) / size <= most)
+    return [k * size for k in range(math.ceil(lo / size), math.floor(hi / size) + 1)]
+
+
+def loss_curves(path, losses, names, steps, done, title=""):
+    """The loss curves of a report: a panel per column of losses (the last len(losses) of `done` steps), x in epochs.
+    Each step faint, the mean of each 1/200 of them bold; the y-axis spans the steps' 1st to 99th percentile, so that
+    a few spikes do not flatten the rest."""
+    font, small, gap = ImageFont.load_default(size=24), ImageFont.load_default(size=18), 16
+    h, left, top = 300, 80, gap + (40 if title else 0) + 32
+    w = max(480, (int(font.getlength(title)) + gap) // len(names) - left - gap)  # panels as wide as the title
+    canvas = Image.new("RGB", (len(names) * (left + w + gap) + gap, top + h + 64), "white")
+    draw = ImageDraw.Draw(canvas)
+    draw.text((gap, gap), title, fill="black", font=font)
+    first, chunk = done - len(losses), max(1, len(losses) // 200)
+    for k, (name, colour) in enumerate(zip(names, COLOURS, strict=True)):
+        x0, values = gap + left + k * (left + w + gap), losses[:, k]
+        lo, hi = torch.quantile(values, torch.tensor([0.01, 0.99])).tolist()
+        lo, hi = lo - (hi - lo) / 20 - 1e-3, hi + (hi - lo) / 20 + 1e-3  # a margin, and never zero height
+
+        def xy(s, v):  # step s, value v -> pixel; values beyond the axis are drawn at its edge
+            return x0 + w * s / done, top + h * (hi - min(max(v, lo), hi)) / (hi - lo)
+
+        for tick in nice_ticks(lo, hi):
+            draw.line([xy(0, tick), xy(done, tick)], fill=(225, 225, 225))
+            draw.text(xy(0, tick), f"{tick:g} ", fill="black", font=small, anchor="rm")
+        for tick in nice_ticks(0, done / steps):
+            draw.text(xy(tick * steps, lo), f"{tick:g}", fill="black", font=small, anchor="ma")
+        faint = tuple(c + (255 - c) * 3 // 4 for c in colour)
+        draw.line([xy(first + s + 1, v) for s, v in enumerate(values.tolist())], fill=faint)
+        means = [
+            (first + s + len(c) / 2, c.mean().item())
+            for s, c in zip(range(0, len(values), chunk), values.split(chunk), strict=True)
+        ]
+        draw.line([xy(s, v) for s, v in means], fill=colour, width=3, joint="curve")
+        draw.rectangle([x0, top, x0 + w, top + h], outline="black")
+        draw.text((x0, top - 30), name, fill="black", font=font)
+        draw.text((x0 + w / 2, top + h + 32), "epoch", fill="black", font=small, anchor="ma")
+    canvas.save(path)
+
+
+def save_report_figures(run_dir, args, history, real, fake, step_losses, steps):
+    """Question 2's images at 0/25/50/75/100% of the final --epochs, one progress.png, real vs generated, and the
+    step losses of the whole run as losses.png."""
     for old in glob.glob(os.path.join(run_dir, "samples_*pct_epoch*.png")):
         os.remove(old)  # a resume with more --epochs moves the milestones: keep only the final plan's
     tiles, labels = [], []
@@ -445,8 +493,11 @@ def save_report_figures(run_dir, args, history, real, fake):
             tiles.append(grid_image(history[epoch]))
             labels.append(f"{pct}% (epoch {epoch})")
     own = {k: v for k, v in vars(args).items() if k not in RESUMABLE + ("overwrite",) and v is not None}
-    flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
-    labelled(os.path.join(run_dir, "progress.png"), tiles, labels, title=f"{SCRIPT}.py {flags}")
+    title = f"{SCRIPT}.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
+    labelled(os.path.join(run_dir, "progress.png"), tiles, labels, title=title)
+    loss_curves(
+        os.path.join(run_dir, "losses.png"), step_losses, ["Loss_D", "Loss_G"], steps, args.epochs * steps, title
+    )
     labelled(
         os.path.join(run_dir, "real_vs_generated.png"),
         [grid_image(real), grid_image(fake)],
@@ -498,13 +549,14 @@ def train(p, args, typed):
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.
     fixed_noise = torch.randn(64, args.latent_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    start_epoch, start_step, sums, history = 0, 0, torch.zeros(4), {}
+    start_epoch, start_step, sums, history, step_losses = 0, 0, torch.zeros(4), {}, torch.zeros(0, 2)
     if ckpt is not None:
         try:
             for key, part in parts.items():
                 part.load_state_dict(own_flags(ckpt[key], part) if key.startswith("optim") else ckpt[key])
             start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
             fixed_noise, history = ckpt["fixed_noise"].to(device), ckpt.get("history", {})
+            step_losses = ckpt.get("step_losses", step_losses)  # every step's (Loss_D, Loss_G), for losses.png
             torch.set_rng_state(ckpt["rng_cpu"])
             if device.type == "cuda" and ckpt["rng_cuda"] is not None:
                 torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
@@ -520,9 +572,10 @@ def train(p, args, typed):
     def state(epoch, step):  # what resuming needs, and what perturb.py needs to rebuild G without the data
         rng_cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         meta = {"script": SCRIPT, "args": vars(args), "generator_kwargs": G_kwargs, "epoch": epoch, "step": step}
-        extra = {"fixed_noise": fixed_noise.cpu(), "sums": sums, "run_dir": run_dir, "rng_cpu": torch.get_rng_state()}
-        paths = {"ckpt_path": os.path.abspath(args.ckpt), "history": history, "rng_cuda": rng_cuda}
-        return meta | extra | paths | {key: part.state_dict() for key, part in parts.items()}
+        extra = {"fixed_noise": fixed_noise.cpu(), "sums": sums, "rng_cpu": torch.get_rng_state(), "rng_cuda": rng_cuda}
+        paths = {"ckpt_path": os.path.abspath(args.ckpt), "run_dir": run_dir}
+        figures = {"history": history, "step_losses": step_losses}  # what the report's figures are drawn from
+        return meta | extra | paths | figures | {key: part.state_dict() for key, part in parts.items()}
 
     global_step = start_epoch * steps + start_step
     # purge_step drops what a killed run logged after its checkpoint; the last step it kept is global_step.
@@ -574,7 +627,7 @@ def train(p, args, typed):
                     global_step += 1
                     writer.add_scalar("DCGAN/Step/Loss_D", ld, global_step)
                     writer.add_scalar("DCGAN/Step/Loss_G", lg, global_step)
-                sums = sums + values.sum(0)
+                sums, step_losses = sums + values.sum(0), torch.cat([step_losses, values[:, :2]])
                 mean = sums / (i + 1)
                 print(
                     f"Epoch {epoch:02d} | Step {i + 1:04d} / {steps:04d} | Loss_D {mean[0]:.4f} | Loss_G {mean[1]:.4f}"
@@ -607,11 +660,11 @@ def train(p, args, typed):
             f"Loss_G {mean[1]:.4f} | D(x) {mean[2]:.3f} | D(G(z)) {mean[3]:.3f}"
         )
 
-    # The report's figures: milestones, progress.png, and real (top) vs generated (bottom).
+    # The report's figures: milestones, progress.png, real (top) vs generated (bottom), and the loss curves.
     real = to_uint8(to_unit(images[epoch_order(n, args.seed, -1, device)[:8]]))
-    save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])))
+    save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])), step_losses, steps)
     writer.close()
-    print(f"Done: {args.ckpt}; progress.png, images and TensorBoard events in {run_dir}")
+    print(f"Done: {args.ckpt}; progress.png, losses.png, images and TensorBoard events in {run_dir}")
 
 
 if __name__ == "__main__":

@@ -834,6 +834,43 @@ def test_milestone_progress_and_comparison_pngs(trained):
         assert shows(run_dir / "real_vs_generated.png", module.grid_image(row))
 
 
+def test_losses_png_is_drawn_from_every_step_loss_of_the_run(trained, tmp_path):
+    """The checkpoint keeps each step's (Loss_D, Loss_G) as TensorBoard logged them; losses.png is drawn from them."""
+    module, ckpt = importlib.import_module(trained["variant"].split("-")[0]), load(trained["cwd"] / "a.pt")
+    logged = events(run_dir_of(trained, "a.pt"))
+    for column, name in enumerate(["Loss_D", "Loss_G"]):
+        values = [e.value for e in logged.Scalars(f"{trained['tag']}/Step/{name}")]
+        assert torch.equal(ckpt["step_losses"][:, column], torch.tensor(values))
+    assert len(ckpt["step_losses"]) == 2 * trained["steps"]
+    args, final = argparse.Namespace(**ckpt["args"]), ckpt["history"][2][:8]
+    module.save_report_figures(tmp_path, args, ckpt["history"], final, final, ckpt["step_losses"], trained["steps"])
+    assert (tmp_path / "losses.png").read_bytes() == (run_dir_of(trained, "a.pt") / "losses.png").read_bytes()
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_loss_curves_plot_each_loss_in_its_own_panel_against_the_epochs(script, tmp_path):
+    module, steps = importlib.import_module(script), 100
+    rises = torch.cat([torch.zeros(steps), torch.ones(steps)])  # Loss_D: 0 in epoch 1, then 1
+    module.loss_curves(tmp_path / "a.png", torch.stack([rises, 1 - rises], 1), ["Loss_D", "Loss_G"], steps, 2 * steps)
+    module.loss_curves(tmp_path / "b.png", torch.ones(steps, 2), ["Loss_D", "Loss_G"], steps, 2 * steps)  # epoch 2's
+
+    def bold(png, colour):  # (x, y) of the pixels of the bold line in that colour
+        image = pixels(png)
+        y, x = torch.nonzero((image == torch.tensor(colour).view(3, 1, 1)).all(0), as_tuple=True)
+        return x.float(), y.float()
+
+    (xd, yd), (xg, yg) = bold(tmp_path / "a.png", module.COLOURS[0]), bold(tmp_path / "a.png", module.COLOURS[1])
+    assert xd.numel() > 500 and xg.numel() > 500 and xd.max() < xg.min()  # D's panel, then G's
+    for x, y, sign in [(xd, yd, 1), (xg, yg, -1)]:
+        middle, span = (x.min() + x.max()) / 2, x.max() - x.min()
+        left, right = y[x < middle - span / 20].mean(), y[x > middle + span / 20].mean()
+        assert sign * (left - right) > 0.8 * (y.max() - y.min())  # a rise is drawn upwards (a smaller row)
+        jump = x[(y > y.min() + 0.25 * (y.max() - y.min())) & (y < y.max() - 0.25 * (y.max() - y.min()))]
+        assert (jump - middle).abs().max() < span / 50  # the step between the epochs, at the middle of the x-axis
+    xb, _ = bold(tmp_path / "b.png", module.COLOURS[0])
+    assert (xb.min() - (xd.min() + xd.max()) / 2).abs() < (xd.max() - xd.min()) / 50  # the last 100 of 200 steps
+
+
 def test_same_seed_gives_the_same_losses(trained):
     first_epoch = [line for line in step_lines(trained["straight"]) if line.startswith("Epoch 00")]
     assert first_epoch and first_epoch == step_lines(trained["first"])
@@ -926,7 +963,7 @@ def test_a_resumed_run_logs_what_a_straight_run_logs(trained, resumed):
     assert pictures(again) == pictures(straight)
     folder = run_dir_of(trained, resumed)
     assert sorted(f.name for f in folder.glob("samples_*.png")) == MILESTONES_OF_2_EPOCHS  # the final plan only
-    for name in MILESTONES_OF_2_EPOCHS + ["progress.png"]:
+    for name in MILESTONES_OF_2_EPOCHS + ["progress.png", "losses.png"]:
         assert (folder / name).read_bytes() == (run_dir_of(trained, "a.pt") / name).read_bytes(), name
 
 

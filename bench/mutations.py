@@ -797,6 +797,41 @@ MUTATIONS = [
         "a corrupt .gz not named (its md5 not checked)",
         [("if os.path.exists(gz) and not torchvision.datasets.utils.check_md5(gz, md5):", "if False:")],
     ),
+    (
+        "gan.py",
+        "losses.png drawn upside down (a rising loss falls)",
+        [
+            (
+                "top + h * (hi - min(max(v, lo), hi)) / (hi - lo)",
+                "top + h * (min(max(v, lo), hi) - lo) / (hi - lo)",
+            )
+        ],
+    ),
+    (
+        "gan.py",
+        "losses.png's curve starts at epoch 0 whatever steps it lacks",
+        [
+            (
+                "first, chunk = done - len(losses), max(1, len(losses) // 200)",
+                "first, chunk = 0, max(1, len(losses) // 200)",
+            )
+        ],
+    ),
+    (
+        "gan.py",
+        "the step losses not restored on --resume (losses.png shows only the resumed part)",
+        [('step_losses = ckpt.get("step_losses", step_losses)', "step_losses = step_losses")],
+    ),
+    (
+        "dcgan.py",
+        "losses.png's G panel drawn from D(x), not Loss_G",
+        [("torch.cat([step_losses, values[:, :2]])", "torch.cat([step_losses, values[:, ::2]])")],
+    ),
+    (
+        "wgan.py",
+        "losses.png's bold line the running mean from the start, not the mean of each stretch",
+        [("(first + s + len(c) / 2, c.mean().item())", "(first + s + len(c) / 2, values[: s + len(c)].mean().item())")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
