@@ -1932,6 +1932,25 @@ def test_a_loans_results_are_kept_and_the_next_loan_starts_from_them(tmp_path):
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
+def test_every_mutation_still_fits_the_code_it_breaks():
+    """bench/mutations.py stops at an edit whose text is no longer in its file (on a GPU loan, with the loan's minutes),
+    and an edit that breaks the syntax would be 'caught' by every test without showing that any test looks."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import mutations
+
+    for k, (file, what, edits, *_) in enumerate(mutations.MUTATIONS + mutations.GPU_MUTATIONS, 1):
+        original = text = (ROOT / file).read_text()
+        for old, new in edits:
+            assert text.count(old) == 1, f"mutation {k} ({what}): {old!r} is in {file} {text.count(old)} times"
+            text = text.replace(old, new)
+        assert text != original, f"mutation {k} ({what}) changes nothing"
+        if file.endswith(".py"):
+            compile(text, file, "exec")  # a SyntaxError names the mutation's file and line
+        elif file.endswith(".sh"):
+            checked = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
+            assert checked.returncode == 0, f"mutation {k} ({what}): {checked.stderr}"
+
+
 # ===== bench/flops.py: a step does the arithmetic it needs, and no more =====
 def test_a_gan_step_multiplies_exactly_what_the_handouts_two_updates_need():
     """Counted by bench/flops.py; a D step that back-propagates into G, or a G step that computes D's weight
