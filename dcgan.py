@@ -356,6 +356,8 @@ def pick_device(p, name):
     if name == "auto":
         mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
         name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if name.startswith("mps") and not torch.backends.mps.is_available():  # torch's own reason runs on for a page
+        p.error(f"argument --device: {name} is not usable here (MPS, the GPU backend of Macs, is not available)")
     try:
         device = torch.empty(0, device=name).device
     except (RuntimeError, AssertionError) as e:
