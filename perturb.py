@@ -13,6 +13,8 @@ base vectors, or just draw them. The base vectors come from --seed or from your 
 
 import argparse
 import importlib
+import io
+import itertools
 import math
 import os
 import sys
@@ -34,7 +36,9 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("--ckpt", required=True, help="checkpoint written by gan.py, dcgan.py or wgan.py")
-    p.add_argument("--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint)")
+    p.add_argument(
+        "--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint; _2, _3, ... if taken)"
+    )
     p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
     p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")
@@ -200,11 +204,19 @@ def main(argv=None):
     elif args.interpolate:
         kind = "interpolate" + ("-slerp" if args.slerp else "")
     else:
-        kind = "perturb" + ("-set" if args.mode == "set" else "")  # each figure its own name: none overwrites another
+        kind = "perturb" + ("-set" if args.mode == "set" else "")  # each kind of figure its own name
     stem = os.path.splitext(os.path.basename(args.ckpt))[0]
     out = args.out or os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}.png")
+    if args.out is None:  # the default name never replaces a figure drawn with other flags: it takes _2, _3, ...
+        png = io.BytesIO()
+        canvas.save(png, format="PNG")
+        for k in itertools.count(2):
+            if not os.path.exists(out) or open(out, "rb").read() == png.getvalue():
+                break
+            out = os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}_{k}.png")
+    replaced = " (replacing the file there)" if args.out is not None and os.path.exists(out) else ""
     canvas.save(out)
-    print(f"wrote {out}: {grid.size(0)} rows x {grid.size(1)} columns")
+    print(f"wrote {out}{replaced}: {grid.size(0)} rows x {grid.size(1)} columns")
     if args.logdir:
         from torch.utils.tensorboard import SummaryWriter  # only needed for this option
 

@@ -1187,7 +1187,12 @@ def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
     import perturb
 
     perturb.main(["--ckpt", str(ckpt)])
+    assert (tmp_path / "perturb_model.png").read_bytes() == png  # the same figure again: the same file
+    perturb.main(["--ckpt", str(ckpt), "--dims", "3"])  # another figure of that kind takes the next free name
     assert (tmp_path / "perturb_model.png").read_bytes() == png
+    assert Image.open(tmp_path / "perturb_model_2.png").size == png_size(3, 8)
+    perturb.main(["--ckpt", str(ckpt), "--dims", "3"])
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["perturb_model.png", "perturb_model_2.png"]
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     acc.Reload()
     assert acc.Tags()["images"] == ["perturb/model"]
@@ -1940,7 +1945,7 @@ def test_every_mutation_still_fits_the_code_it_breaks():
     sys.path.insert(0, str(ROOT / "bench"))
     import mutations
 
-    for k, (file, what, edits, *_) in enumerate(mutations.MUTATIONS + mutations.GPU_MUTATIONS, 1):
+    for k, (file, what, edits, *_) in mutations.numbered():
         original = text = (ROOT / file).read_text()
         for old, new in edits:
             assert text.count(old) == 1, f"mutation {k} ({what}): {old!r} is in {file} {text.count(old)} times"

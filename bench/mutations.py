@@ -832,6 +832,21 @@ MUTATIONS = [
         "losses.png's bold line the running mean from the start, not the mean of each stretch",
         [("(first + s + len(c) / 2, c.mean().item())", "(first + s + len(c) / 2, values[: s + len(c)].mean().item())")],
     ),
+    (
+        "gan.py",
+        "--device mps off a Mac answered with torch's page-long reason",
+        [('if name.startswith("mps") and not torch.backends.mps.is_available():', "if False:")],
+    ),
+    (
+        "perturb.py",
+        "a second figure of one kind written over the first (the default name reused)",
+        [("if args.out is None:  # the default name never", "if False:  # the default name never")],
+    ),
+    (
+        "perturb.py",
+        "the same figure again written to a new name (_2) instead of its own",
+        [(' or open(out, "rb").read() == png.getvalue()', "")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
@@ -939,17 +954,22 @@ def run(number, mutation):
         return result.returncode == 1, time.time() - t0, failed[0][:110] if failed else ""
 
 
+def numbered():
+    """(number, mutation) pairs: the CPU's from 1, the GPU's from 1001, so that a CPU bug added never renumbers them."""
+    return list(enumerate(MUTATIONS, 1)) + list(enumerate(GPU_MUTATIONS, 1001))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", type=int, nargs="+", help="mutation numbers to run (from --list)")
     p.add_argument("--list", action="store_true", help="list the mutations and exit")
     p.add_argument("--gpu", action="store_true", help="the CUDA-graph path's mutations instead (needs a CUDA GPU)")
     args = p.parse_args()
-    everything = list(enumerate(MUTATIONS + GPU_MUTATIONS, 1))
+    everything = numbered()
     gpu = {k for k, m in everything if m in GPU_MUTATIONS}
     if args.list:
         for k, (file, what, *_) in everything:
-            print(f"{k:2d}  {file:16s} {what}{' (GPU)' if k in gpu else ''}")
+            print(f"{k:4d}  {file:16s} {what}{' (GPU)' if k in gpu else ''}")
         return
     chosen = [(k, m) for k, m in everything if k in args.only] if args.only else None
     chosen = chosen or [(k, m) for k, m in everything if (k in gpu) == args.gpu]
