@@ -79,6 +79,15 @@ def parse_args(argv=None):
         p.error(f"argument --export: {args.export!r} is a file, not a folder")
     if args.export is not None and not os.access(nearest_folder(args.export), os.W_OK):
         p.error(f"argument --export: cannot create folders under {args.export!r}")
+    stems = [os.path.splitext(os.path.basename(path))[0] for path in args.ckpts]
+    for stem in stems if args.export is not None else []:  # an FID tool reads every PNG of the folder
+        folder = os.path.join(args.export, stem)
+        if stems.count(stem) > 1:
+            p.error(f"argument --export: two checkpoints named {stem} would share {folder}: rename one")
+        if os.path.exists(folder) and not (os.path.isdir(folder) and not os.listdir(folder)):
+            p.error(
+                f"argument --export: {folder} is not empty (new samples would mix with old): delete it or pick another"
+            )
     return p, args
 
 

@@ -1387,6 +1387,10 @@ def test_evaluate_export_writes_pngs(trained, data_root, tmp_path, capsys):
     expected = ev.generate(G, ckpt["generator_kwargs"]["latent_dim"], 256, 0).add(1).mul(127.5)
     for i in [0, 1, 255]:
         assert (pixels(files[i])[0].float() - expected[i, 0]).abs().max() <= 0.51, files[i].name
+    with pytest.raises(SystemExit) as exc:  # a second export (here of more samples) would mix with these in one FID
+        ev.main([str(trained["cwd"] / "a.pt"), "--data-root", str(data_root), "--n", "300", "--export", str(tmp_path)])
+    assert exc.value.code == 2 and "a is not empty" in capsys.readouterr().err
+    assert sorted((tmp_path / "a").glob("*.png")) == files
 
 
 def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
@@ -1400,6 +1404,8 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
     crafted["generator_kwargs"]["hidden_dim"] = 64  # does not fit the weights
     torch.save(crafted, tmp_path / "crafted.pt")
     (tmp_path / "file").write_text("")
+    (tmp_path / "copy").mkdir()
+    shutil.copy(ckpt, tmp_path / "copy" / "a.pt")
     truncated = corrupt_copy(data_root, tmp_path / "t", "t10k-images-idx3-ubyte", lambda f: f.write_bytes(b"\0" * 99))
     cases = [
         ([str(tmp_path / "missing.pt")], "no checkpoint at"),
@@ -1411,6 +1417,7 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
         ([ckpt, "--n", "1000", "--k", "999"], "--k: must be in [1, n/20 = 50]"),
         ([ckpt, "--json", str(tmp_path / "nodir" / "s.json")], "--json: cannot write"),
         ([ckpt, "--export", str(tmp_path / "file")], "--export: "),
+        ([ckpt, str(tmp_path / "copy" / "a.pt"), "--export", str(tmp_path / "x")], "two checkpoints named a"),
         ([ckpt, "--classifier-steps", "5"], "only with --retrain-classifier"),
         ([ckpt, "--data-root", str(truncated)], "t10k-images-idx3-ubyte is truncated or corrupt"),
     ]

@@ -847,6 +847,16 @@ MUTATIONS = [
         "the same figure again written to a new name (_2) instead of its own",
         [(' or open(out, "rb").read() == png.getvalue()', "")],
     ),
+    (
+        "evaluate.py",
+        "--export into a folder that holds an earlier export (old and new samples in one FID)",
+        [("if os.path.exists(folder) and not (os.path.isdir(folder) and not os.listdir(folder)):", "if False:")],
+    ),
+    (
+        "evaluate.py",
+        "--export of two checkpoints of one name into one folder",
+        [("if stems.count(stem) > 1:", "if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
