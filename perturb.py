@@ -205,7 +205,7 @@ def main(argv=None):
         kind = "interpolate" + ("-slerp" if args.slerp else "")
     else:
         kind = "perturb" + ("-set" if args.mode == "set" else "")  # each kind of figure its own name
-    stem = os.path.splitext(os.path.basename(args.ckpt))[0]
+    name = stem = os.path.splitext(os.path.basename(args.ckpt))[0]
     out = args.out or os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}.png")
     if args.out is None:  # the default name never replaces a figure drawn with other flags: it takes _2, _3, ...
         png = io.BytesIO()
@@ -213,7 +213,8 @@ def main(argv=None):
         for k in itertools.count(2):
             if not os.path.exists(out) or open(out, "rb").read() == png.getvalue():
                 break
-            out = os.path.join(os.path.dirname(args.ckpt), f"{kind}_{stem}_{k}.png")
+            name = f"{stem}_{k}"  # and its TensorBoard tag with it
+            out = os.path.join(os.path.dirname(args.ckpt), f"{kind}_{name}.png")
     replaced = " (replacing the file there)" if args.out is not None and os.path.exists(out) else ""
     canvas.save(out)
     print(f"wrote {out}{replaced}: {grid.size(0)} rows x {grid.size(1)} columns")
@@ -222,11 +223,11 @@ def main(argv=None):
 
         with SummaryWriter(args.logdir) as writer:
             writer.add_image(
-                f"{kind}/{stem}",
+                f"{kind}/{name}",
                 torch.frombuffer(bytearray(canvas.tobytes()), dtype=torch.uint8).view(1, canvas.height, canvas.width),
                 0,
             )
-        print(f"and to TensorBoard in {args.logdir} under {kind}/{stem}")
+        print(f"and to TensorBoard in {args.logdir} under {kind}/{name}")
 
 
 if __name__ == "__main__":

@@ -1188,14 +1188,14 @@ def test_perturb_command_line_default_name_and_determinism(trained, tmp_path):
 
     perturb.main(["--ckpt", str(ckpt)])
     assert (tmp_path / "perturb_model.png").read_bytes() == png  # the same figure again: the same file
-    perturb.main(["--ckpt", str(ckpt), "--dims", "3"])  # another figure of that kind takes the next free name
+    perturb.main(["--ckpt", str(ckpt), "--dims", "3", "--logdir", str(tmp_path / "tb")])  # the next free name
     assert (tmp_path / "perturb_model.png").read_bytes() == png
     assert Image.open(tmp_path / "perturb_model_2.png").size == png_size(3, 8)
     perturb.main(["--ckpt", str(ckpt), "--dims", "3"])
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["perturb_model.png", "perturb_model_2.png"]
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0})
     acc.Reload()
-    assert acc.Tags()["images"] == ["perturb/model"]
+    assert acc.Tags()["images"] == ["perturb/model", "perturb/model_2"]  # each figure under its own tag
 
 
 @pytest.fixture(scope="session")
