@@ -602,7 +602,8 @@ def train(p, args, typed):
 
     graphed_step = CUDAGraphStep(step) if graph else step
     stop = []
-    signal.signal(signal.SIGINT, lambda *_: stop.append(True))  # Ctrl-C: finish the step, save, exit
+    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a scheduler's or Colab's kill: finish the step, save
+        signal.signal(signum, lambda got, _: stop.append(got))
     for epoch in range(start_epoch, args.epochs):
         order = epoch_order(n, args.seed, epoch, device)
         t0, pending, first = time.perf_counter(), [], start_step if epoch == start_epoch else 0
@@ -644,7 +645,7 @@ def train(p, args, typed):
                 save_checkpoint(args.ckpt, state(epoch, i + 1))
                 writer.close()
                 print(f"Interrupted: saved {args.ckpt} at epoch {epoch} step {i + 1}; continue with --resume")
-                sys.exit(130)
+                sys.exit(128 + stop[0])  # the shell's status for that signal: 130 for Ctrl-C, 143 for a kill
 
         seconds, seen = time.perf_counter() - t0, n - first * args.batch_size
         mean, sums = sums / steps, torch.zeros(4)

@@ -117,12 +117,13 @@ def load(path):
 
 
 def run_main(script, argv):
-    """Runs a script's main() in this process (no torch import to pay) and restores the Ctrl-C handler it sets."""
-    handler = signal.getsignal(signal.SIGINT)
+    """Runs a script's main() in this process (no torch import to pay) and restores the signal handlers it sets."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         importlib.import_module(script).main(argv)
     finally:
-        signal.signal(signal.SIGINT, handler)
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
 
 
 def run_quietly(script, argv):
@@ -909,23 +910,34 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
     assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
 
 
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_ctrl_c_between_progress_lines_keeps_the_steps_since_the_last_line(script, small_data_root, tmp_path):
-    """The steps after the last progress line are logged and summed before the save, or the resumed epoch lacks them."""
+def test_ctrl_c_between_progress_lines_keeps_the_steps_since_the_last_line(
+    script, signum, status, small_data_root, tmp_path
+):
+    """The steps after the last progress line are logged and summed before the save, or the resumed epoch lacks them.
+    A scheduler's SIGTERM (Slurm's time limit, Colab's stop) saves the same way as Ctrl-C."""
     module, returned = importlib.import_module(script), []
     train_step = module.train_step
 
     def interrupted_at_step_3(*args):
         returned.append(train_step(*args))
         if len(returned) == 3:
-            signal.raise_signal(signal.SIGINT)  # the script's own handler: finish this step, save, exit
+            signal.raise_signal(signum)  # the script's own handler: finish this step, save, exit
         return returned[-1]
 
+    def unhandled(*_):  # what the signal meets if the script does not take it (SIGTERM's default would end pytest)
+        raise AssertionError(f"{signum.name} reached no handler of {script}.py")
+
     argv = ["--epochs", "2", "--batch-size", "4", "--log-every", "100", "--data-root", str(small_data_root)]
-    with pytest.MonkeyPatch.context() as m, pytest.raises(SystemExit) as exc:
-        m.setattr(module, "train_step", interrupted_at_step_3)
-        run_main(script, [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
-    assert exc.value.code == 130  # no progress line was due: 3 of 8 steps, one every 100
+    default = signal.signal(signum, unhandled)
+    try:
+        with pytest.MonkeyPatch.context() as m, pytest.raises(SystemExit) as exc:
+            m.setattr(module, "train_step", interrupted_at_step_3)
+            run_main(script, [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    finally:
+        signal.signal(signum, default)
+    assert exc.value.code == status  # no progress line was due: 3 of 8 steps, one every 100
     ckpt = load(tmp_path / "x.pt")
     assert (ckpt["epoch"], ckpt["step"]) == (0, 3)
     assert torch.allclose(ckpt["sums"], torch.stack(returned).sum(0))  # the resumed epoch's means include them

@@ -857,6 +857,16 @@ MUTATIONS = [
         "--export of two checkpoints of one name into one folder",
         [("if stems.count(stem) > 1:", "if False:")],
     ),
+    (
+        "wgan.py",
+        "SIGTERM (a scheduler's kill) not handled: the epoch so far lost",
+        [("for signum in (signal.SIGINT, signal.SIGTERM):", "for signum in (signal.SIGINT,):")],
+    ),
+    (
+        "gan.py",
+        "status 130 whatever the signal (a SIGTERM'd job reported as Ctrl-C'd)",
+        [("sys.exit(128 + stop[0])", "sys.exit(130)")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
