@@ -428,7 +428,8 @@ def labelled(path, tiles, labels, title="", across=True):
     canvas.save(path)
 
 
-COLOURS = [(31, 119, 180), (255, 127, 14)]  # matplotlib's first two: D blue, G orange, as in report 002's figure
+CURVES = ["Loss_D", "Loss_G"]  # losses.png's panels: the step values they are drawn from
+COLOURS = [(31, 119, 180), (255, 127, 14), (44, 160, 44)]  # matplotlib's: D blue, G orange (report 002), W green
 
 
 def nice_ticks(lo, hi, most=6):
@@ -449,7 +450,7 @@ def loss_curves(path, losses, names, steps, done, title=""):
     draw = ImageDraw.Draw(canvas)
     draw.text((gap, gap), title, fill="black", font=font)
     first, chunk = done - len(losses), max(1, len(losses) // 200)
-    for k, (name, colour) in enumerate(zip(names, COLOURS, strict=True)):
+    for k, (name, colour) in enumerate(zip(names, COLOURS[: len(names)], strict=True)):
         x0, values = gap + left + k * (left + w + gap), losses[:, k]
         lo, hi = torch.quantile(values, torch.tensor([0.01, 0.99])).tolist()
         lo, hi = lo - (hi - lo) / 20 - 1e-3, hi + (hi - lo) / 20 + 1e-3  # a margin, and never zero height
@@ -491,9 +492,7 @@ def save_report_figures(run_dir, args, history, real, fake, step_losses, steps):
     own = {k: v for k, v in vars(args).items() if k not in RESUMABLE + ("overwrite",) and v is not None}
     title = f"{SCRIPT}.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in own.items())
     labelled(os.path.join(run_dir, "progress.png"), tiles, labels, title=title)
-    loss_curves(
-        os.path.join(run_dir, "losses.png"), step_losses, ["Loss_D", "Loss_G"], steps, args.epochs * steps, title
-    )
+    loss_curves(os.path.join(run_dir, "losses.png"), step_losses, CURVES, steps, args.epochs * steps, title)
     labelled(
         os.path.join(run_dir, "real_vs_generated.png"),
         [grid_image(real), grid_image(fake)],
@@ -544,14 +543,14 @@ def train(p, args, typed):
     parts = {"G": G, "D": D, "optim_G": optim_G, "optim_D": optim_D}
     # One fixed z for every image logged, so that epochs compare; its own generator keeps it seed-only.
     fixed_noise = torch.randn(64, args.latent_dim, generator=torch.Generator().manual_seed(args.seed)).to(device)
-    start_epoch, start_step, sums, history, step_losses = 0, 0, torch.zeros(4), {}, torch.zeros(0, 2)
+    start_epoch, start_step, sums, history, step_losses = 0, 0, torch.zeros(4), {}, torch.zeros(0, len(CURVES))
     if ckpt is not None:
         try:
             for key, part in parts.items():
                 part.load_state_dict(own_flags(ckpt[key], part) if key.startswith("optim") else ckpt[key])
             start_epoch, start_step, sums = ckpt["epoch"], ckpt["step"], ckpt["sums"]
             fixed_noise, history = ckpt["fixed_noise"].to(device), ckpt.get("history", {})
-            step_losses = ckpt.get("step_losses", step_losses)  # every step's (Loss_D, Loss_G), for losses.png
+            step_losses = ckpt.get("step_losses", step_losses)  # every step's CURVES, for losses.png
             torch.set_rng_state(ckpt["rng_cpu"])
             if device.type == "cuda" and ckpt["rng_cuda"] is not None:
                 torch.cuda.set_rng_state(ckpt["rng_cuda"], device)
@@ -623,7 +622,7 @@ def train(p, args, typed):
                     global_step += 1
                     writer.add_scalar("GAN/Step/Loss_D", ld, global_step)
                     writer.add_scalar("GAN/Step/Loss_G", lg, global_step)
-                sums, step_losses = sums + values.sum(0), torch.cat([step_losses, values[:, :2]])
+                sums, step_losses = sums + values.sum(0), torch.cat([step_losses, values[:, : len(CURVES)]])
                 mean = sums / (i + 1)
                 print(
                     f"Epoch {epoch:02d} | Step {i + 1:04d} / {steps:04d} | Loss_D {mean[0]:.4f} | Loss_G {mean[1]:.4f}"

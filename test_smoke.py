@@ -836,13 +836,19 @@ def test_milestone_progress_and_comparison_pngs(trained):
 
 
 def test_losses_png_is_drawn_from_every_step_loss_of_the_run(trained, tmp_path):
-    """The checkpoint keeps each step's (Loss_D, Loss_G) as TensorBoard logged them; losses.png is drawn from them."""
+    """The checkpoint keeps each step's (Loss_D, Loss_G) as TensorBoard logged them (wgan.py: and its Wasserstein
+    estimate); losses.png is drawn from them."""
     module, ckpt = importlib.import_module(trained["variant"].split("-")[0]), load(trained["cwd"] / "a.pt")
     logged = events(run_dir_of(trained, "a.pt"))
     for column, name in enumerate(["Loss_D", "Loss_G"]):
         values = [e.value for e in logged.Scalars(f"{trained['tag']}/Step/{name}")]
         assert torch.equal(ckpt["step_losses"][:, column], torch.tensor(values))
-    assert len(ckpt["step_losses"]) == 2 * trained["steps"]
+    wgan = trained["variant"].startswith("wgan")
+    assert module.CURVES == ["Loss_D", "Loss_G", *(["Wasserstein"] if wgan else [])]  # the curve to watch in a WGAN
+    if wgan:  # its third panel, logged to TensorBoard as epoch means only
+        epoch_means = ckpt["step_losses"][:, 2].view(2, -1).mean(1)
+        assert torch.allclose(epoch_means, torch.tensor([e.value for e in logged.Scalars("WGAN/Wasserstein")]))
+    assert ckpt["step_losses"].shape == (2 * trained["steps"], len(module.CURVES))
     args, final = argparse.Namespace(**ckpt["args"]), ckpt["history"][2][:8]
     module.save_report_figures(tmp_path, args, ckpt["history"], final, final, ckpt["step_losses"], trained["steps"])
     assert (tmp_path / "losses.png").read_bytes() == (run_dir_of(trained, "a.pt") / "losses.png").read_bytes()
@@ -851,18 +857,22 @@ def test_losses_png_is_drawn_from_every_step_loss_of_the_run(trained, tmp_path):
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_loss_curves_plot_each_loss_in_its_own_panel_against_the_epochs(script, tmp_path):
     module, steps = importlib.import_module(script), 100
-    rises = torch.cat([torch.zeros(steps), torch.ones(steps)])  # Loss_D: 0 in epoch 1, then 1
-    module.loss_curves(tmp_path / "a.png", torch.stack([rises, 1 - rises], 1), ["Loss_D", "Loss_G"], steps, 2 * steps)
-    module.loss_curves(tmp_path / "b.png", torch.ones(steps, 2), ["Loss_D", "Loss_G"], steps, 2 * steps)  # epoch 2's
+    names, rises = module.CURVES, torch.cat([torch.zeros(steps), torch.ones(steps)])  # 0 in epoch 1, then 1
+    signs = [1 if k % 2 == 0 else -1 for k in range(len(names))]  # D rises, G falls, W rises
+    curves = torch.stack([rises if sign > 0 else 1 - rises for sign in signs], 1)
+    module.loss_curves(tmp_path / "a.png", curves, names, steps, 2 * steps)
+    module.loss_curves(tmp_path / "b.png", torch.ones(steps, len(names)), names, steps, 2 * steps)  # epoch 2's
 
     def bold(png, colour):  # (x, y) of the pixels of the bold line in that colour
         image = pixels(png)
         y, x = torch.nonzero((image == torch.tensor(colour).view(3, 1, 1)).all(0), as_tuple=True)
         return x.float(), y.float()
 
-    (xd, yd), (xg, yg) = bold(tmp_path / "a.png", module.COLOURS[0]), bold(tmp_path / "a.png", module.COLOURS[1])
-    assert xd.numel() > 500 and xg.numel() > 500 and xd.max() < xg.min()  # D's panel, then G's
-    for x, y, sign in [(xd, yd, 1), (xg, yg, -1)]:
+    lines = [bold(tmp_path / "a.png", colour) for colour in module.COLOURS[: len(names)]]
+    assert all(x.numel() > 500 for x, _ in lines)
+    assert all(lines[k][0].max() < lines[k + 1][0].min() for k in range(len(names) - 1))  # D's panel, G's (, W's)
+    xd = lines[0][0]
+    for (x, y), sign in zip(lines, signs, strict=True):
         middle, span = (x.min() + x.max()) / 2, x.max() - x.min()
         left, right = y[x < middle - span / 20].mean(), y[x > middle + span / 20].mean()
         assert sign * (left - right) > 0.8 * (y.max() - y.min())  # a rise is drawn upwards (a smaller row)

@@ -825,7 +825,7 @@ MUTATIONS = [
     (
         "dcgan.py",
         "losses.png's G panel drawn from D(x), not Loss_G",
-        [("torch.cat([step_losses, values[:, :2]])", "torch.cat([step_losses, values[:, ::2]])")],
+        [("torch.cat([step_losses, values[:, : len(CURVES)]])", "torch.cat([step_losses, values[:, ::2]])")],
     ),
     (
         "wgan.py",
@@ -866,6 +866,16 @@ MUTATIONS = [
         "gan.py",
         "status 130 whatever the signal (a SIGTERM'd job reported as Ctrl-C'd)",
         [("sys.exit(128 + stop[0])", "sys.exit(130)")],
+    ),
+    (
+        "wgan.py",
+        "losses.png's Wasserstein panel drawn from the gradient penalty",
+        [("torch.cat([step_losses, values[:, : len(CURVES)]])", "torch.cat([step_losses, values[:, [0, 1, 3]]])")],
+    ),
+    (
+        "wgan.py",
+        "losses.png without the Wasserstein estimate, the curve to watch",
+        [('CURVES = ["Loss_D", "Loss_G", "Wasserstein"]', 'CURVES = ["Loss_D", "Loss_G"]')],
     ),
 ]
 
