@@ -361,7 +361,8 @@ def pick_device(p, name):
     return device
 
 
-def diverged(args, epoch, step):
+def diverged(args, writer, epoch, step):
+    writer.close()  # its thread is a daemon: the events it has not written yet would die with the process
     kept = f"the last good checkpoint is {args.ckpt}" if os.path.exists(args.ckpt) else "no checkpoint was written"
     sys.exit(f"Epoch {epoch:02d} | Step {step:04d}: a loss is NaN or infinite, stopping ({kept}). Try a lower --lr.")
 
@@ -607,7 +608,7 @@ def train(p, args, typed):
             except RuntimeError as e:  # BCELoss refuses NaN probabilities: the weights have diverged
                 if not refused_nan(e):
                     raise
-                diverged(args, epoch, i + 1)
+                diverged(args, writer, epoch, i + 1)
             pending.append(losses)  # stays on the device: no sync per step
             if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:
                 try:
@@ -615,9 +616,9 @@ def train(p, args, typed):
                 except RuntimeError as e:  # where a GPU reports BCELoss's refusal
                     if not refused_nan(e):
                         raise
-                    diverged(args, epoch, i + 1)
+                    diverged(args, writer, epoch, i + 1)
                 if not torch.isfinite(values).all():
-                    diverged(args, epoch, i + 1)
+                    diverged(args, writer, epoch, i + 1)
                 for ld, lg, _, _ in values.tolist():
                     global_step += 1
                     writer.add_scalar("GAN/Step/Loss_D", ld, global_step)

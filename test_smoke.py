@@ -19,6 +19,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,6 +143,11 @@ def events(run_dir):
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     return acc
+
+
+def tensorboard_writers():
+    """TensorBoard's writer threads still running: a daemon each, whose unwritten events die with the process."""
+    return {thread for thread in threading.enumerate() if type(thread).__name__ == "_AsyncWriterThread"}
 
 
 def pixels(png):
@@ -993,9 +999,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(trained, data_root, c
     cwd = trained["cwd"]
     (cwd / "n.pt").write_bytes((cwd / "a.pt").read_bytes())
     argv = command(trained["variant"], "--epochs", "1", "--ckpt", str(cwd / "n.pt"), "--overwrite", data_root=data_root)
+    writers = tensorboard_writers()
     with pytest.raises(SystemExit) as exc:
         run_main(VARIANTS[trained["variant"]][0], [*argv[2:], "--lr", "1e30", "--logdir", str(cwd / "runs")])
     assert "NaN or infinite" in str(exc.value.code)  # sys.exit(message): status 1, one line
+    assert tensorboard_writers() <= writers  # closed before the exit: what was logged up to the NaN is on disk
     assert_same_weights(load(cwd / "a.pt"), load(cwd / "n.pt"))
     assert not (cwd / "n.pt.lock").exists()
 
@@ -1015,9 +1023,11 @@ def test_an_infinite_generator_loss_alone_stops_the_run(script, small_data_root,
         "--ckpt",
         str(tmp_path / "x.pt"),
     ]
+    writers = tensorboard_writers()
     with pytest.raises(SystemExit) as exc:
         run_main(script, [*argv, "--logdir", str(tmp_path / "runs")])
     assert "Step 0002: a loss is NaN or infinite" in str(exc.value.code)  # at the first progress line (2 steps)
+    assert tensorboard_writers() <= writers
     assert not (tmp_path / "x.pt").exists()
 
 

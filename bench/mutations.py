@@ -877,6 +877,11 @@ MUTATIONS = [
         "losses.png without the Wasserstein estimate, the curve to watch",
         [('CURVES = ["Loss_D", "Loss_G", "Wasserstein"]', 'CURVES = ["Loss_D", "Loss_G"]')],
     ),
+    (
+        "dcgan.py",
+        "the NaN stop exits with TensorBoard's writer open (its unwritten events die with the process)",
+        [("    writer.close()  # its thread is a daemon", "    pass  # its thread is a daemon")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
