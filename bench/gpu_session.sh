@@ -14,7 +14,7 @@
 #   bash bench/gpu_session.sh keep DIR  # here, after a results call: unpacks DIR/results.tar.gz into docs/results_gpu/;
 #                                       # commit it, so that the next loan, on any machine, does not train those again
 #
-# A 15-minute loan holds one ~9-minute call. Question 3's table in five loans (estimates, not measured):
+# A 15-minute loan holds one ~9-minute call. Question 3's table in seven loans (estimates, not measured):
 #   1. bash bench/gpu_session.sh tests &&
 #      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4
@@ -26,6 +26,9 @@
 #        gan_h2048_ls_lr4e-4_lrd8e-4 dcgan \
 #        dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_lr1e-4_lrd5e-5_ls wgan wgan_gp
 #      (what is left: wgan_gp's last seed and dcgan's leftovers; then the whole table and figure from the kept files)
+#   6. bash bench/gpu_session.sh results wgan_lr1e-4 wgan_gp_beta1_0
+#      (wgan.py's two candidates: 3 x 111 s, then 3 x 212 s, about 16 minutes: expect wgan_gp_beta1_0's last seed or
+#      two left for loan 7, which runs the same command; then loan 5's command again, with these two added)
 # Each call carries ["gpu_data/FashionMNIST"]; after each, `bash bench/gpu_session.sh keep <files_at>` and commit.
 # (The scores live in git, not in an ignored folder: a loan's work survives this machine being replaced.)
 #
