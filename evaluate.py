@@ -17,6 +17,12 @@ way: the floor.
     python evaluate.py gan.pt --retrain-classifier      # your own classifier: numbers on another scale
 """
 
+import sys
+
+if sys.version_info < (3, 10):  # noqa: UP036 (zip(strict=True) and more: one line now, not a traceback later)
+    print(f"This script needs Python 3.10 or newer; this is {sys.version.split()[0]}", file=sys.stderr)
+    sys.exit(2)
+
 import argparse
 import hashlib
 import importlib
@@ -24,7 +30,6 @@ import io
 import json
 import math
 import os
-import sys
 
 import torch
 import torch.nn.functional as F

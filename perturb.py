@@ -11,13 +11,18 @@ base vectors, or just draw them. The base vectors come from --seed or from your 
     python perturb.py --ckpt gan.pt --samples-only --vectors my_z.txt --logdir runs/perturb
 """
 
+import sys
+
+if sys.version_info < (3, 10):  # noqa: UP036 (zip(strict=True) and more: one line now, not a traceback later)
+    print(f"This script needs Python 3.10 or newer; this is {sys.version.split()[0]}", file=sys.stderr)
+    sys.exit(2)
+
 import argparse
 import importlib
 import io
 import itertools
 import math
 import os
-import sys
 
 import torch
 from PIL import Image, ImageDraw, ImageFont

@@ -14,6 +14,9 @@ gradient penalty (--gp). The handout's networks; single file: copy it as it is.
 import signal
 import sys
 
+if sys.version_info < (3, 10):  # noqa: UP036 (zip(strict=True) and more: one line now, not a traceback later)
+    print(f"This script needs Python 3.10 or newer; this is {sys.version.split()[0]}", file=sys.stderr)
+    sys.exit(2)
 if __name__ == "__main__":  # Ctrl-C while torch loads: one line, not a traceback
     signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted before training started: nothing to save"))
 

@@ -882,6 +882,12 @@ MUTATIONS = [
         "the NaN stop exits with TensorBoard's writer open (its unwritten events die with the process)",
         [("    writer.close()  # its thread is a daemon", "    pass  # its thread is a daemon")],
     ),
+    (
+        "wgan.py",
+        "Python 3.9 let through (it trains, then fails on zip(strict=True) drawing the figures)",
+        [("if sys.version_info < (3, 10):", "if sys.version_info < (3, 9):")],
+        "older_python",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
