@@ -1988,6 +1988,39 @@ def test_a_loans_results_are_kept_and_the_next_loan_starts_from_them(tmp_path):
     assert bad.returncode == 2 and "usage" in bad.stderr
 
 
+def test_a_results_call_uses_mps_only_where_it_starts(tmp_path):
+    """bench/gpu_session.sh results with RESULTS_MPS=1: the runs get MPS's pipes where its daemon starts and answers,
+    and the daemon is stopped after them; where it does not start, they run without it. RESULTS_JOBS reaches results.py.
+    """
+    (tmp_path / "bench").mkdir()
+    shutil.copy(ROOT / "bench" / "gpu_session.sh", tmp_path / "bench")
+    (tmp_path / "bin").mkdir()
+    calls = tmp_path / "calls.txt"
+    fake_python = tmp_path / "bin" / "python"  # records how it was called, and whether MPS's pipes were passed on
+    fake_python.write_text(f'#!/bin/sh\necho "python ${{CUDA_MPS_PIPE_DIRECTORY:-none}} $*" >> {calls}\n')
+    mps = tmp_path / "bin" / "nvidia-cuda-mps-control"
+    mps.write_text(f'#!/bin/sh\necho "mps $* $(cat <&0 2>/dev/null)" >> {calls}\nexit $MPS_RC\n')
+    for fake in (fake_python, mps):
+        fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "PYTHON": str(fake_python)}
+    env |= {"KEPT": str(tmp_path / "kept"), "OUT": str(tmp_path / "out"), "RESULTS_MPS": "1", "RESULTS_JOBS": "6"}
+    for rc, started in [("0", True), ("1", False)]:
+        calls.write_text("")
+        script = ["bash", str(tmp_path / "bench" / "gpu_session.sh"), "results", "dcgan"]
+        subprocess.run(script, env={**env, "MPS_RC": rc}, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+        lines = calls.read_text().splitlines()
+        results = [line for line in lines if "bench/results.py" in line]
+        assert len(results) == 1 and "--jobs 6" in results[0] and "--only dcgan" in results[0], lines
+        assert results[0].startswith("python /tmp/gan_mps/pipe " if started else "python none "), lines
+        stopped = lines.index("mps  quit")  # after the runs, or at once where the daemon did not answer
+        assert lines[0] == "mps -d " and stopped == (len(lines) - 1 if started else lines.index(results[0]) - 1), lines
+        said = (tmp_path / "out" / "results.txt").read_text().splitlines()[-1]
+        assert said == (
+            "MPS on: 6 runs side by side" if started else "MPS did not start: 6 runs side by side, time-sliced"
+        )
+        (tmp_path / "out" / "results.txt").unlink()
+
+
 def test_every_mutation_still_fits_the_code_it_breaks():
     """bench/mutations.py stops at an edit whose text is no longer in its file (on a GPU loan, with the loan's minutes),
     and an edit that breaks the syntax would be 'caught' by every test without showing that any test looks."""

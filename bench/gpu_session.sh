@@ -11,6 +11,8 @@
 #                                       # earlier loans finished (docs/results_gpu/, committed); what finishes comes back
 #                                       # in results.tar.gz. Runs alone on an H200 train for about 7 s (gan), 33 s (dcgan),
 #                                       # 111 s (wgan) and 212 s (wgan_gp) (30 x speed.py's s/epoch), plus start-up and scoring.
+#                                       # RESULTS_JOBS (default 2) runs side by side; RESULTS_MPS=1 runs them under MPS,
+#                                       # which lets their kernels share the GPU (see below); RESULTS_TIME, the limit.
 #   bash bench/gpu_session.sh keep DIR  # here, after a results call: unpacks DIR/results.tar.gz into docs/results_gpu/;
 #                                       # commit it, so that the next loan, on any machine, does not train those again
 #
@@ -18,8 +20,13 @@
 #   1. bash bench/gpu_session.sh tests &&
 #      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4
-#   2. bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_ls
-#      (18 runs x 33 s is about 10 minutes of GPU alone: expect 3-4 of them left for loan 5)
+#   2. RESULTS_MPS=1 RESULTS_JOBS=6 bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 \
+#        dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_ls
+#      (18 runs x 33 s is about 10 minutes of GPU alone: if MPS does not start, six time-sliced runs finish
+#      together every ~200 s, so expect the last six left for loan 5. Under MPS, untried here, all may finish: results.txt says whether MPS started, and each run's s/epoch
+#      against speed.py's 1.09 alone says how much it gained. If it gained, give every later loan RESULTS_MPS=1 and
+#      RESULTS_JOBS=3 (wgan.py's runs are 3-7 times longer: six at a time would all be caught by the time limit),
+#      and loans 3-7 may fold into fewer)
 #   3. bash bench/gpu_session.sh results wgan
 #   4. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
 #   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
@@ -73,10 +80,30 @@ case "${1:-}" in
     find "$kept" -maxdepth 1 -type f -name '*_seed*' -exec cp -n {} gpu_results/ \; 2>/dev/null || true
     # Stops in time (RESULTS_TIME seconds, default 540) to send back what finished: scores, logs and sample rows,
     # not checkpoints (too large); `keep` files them in $kept here.
-    # Two at a time: without MPS, CUDA time-slices processes, so more side by side finish no sooner, and a time
-    # limit would then catch them all unfinished; the second overlaps the first's start-up and scoring.
-    timeout "${RESULTS_TIME:-540}" "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs 2 \
+    # Two at a time by default: without MPS, CUDA time-slices processes, so more side by side finish no sooner, and a
+    # time limit would then catch them all unfinished; the second overlaps the first's start-up and scoring.
+    jobs=${RESULTS_JOBS:-2}
+    if [ "${RESULTS_MPS:-0}" = 1 ]; then
+      # MPS (CUDA's multi-process service) runs the kernels of several processes at once: these steps fill a few of
+      # the GPU's 132 multiprocessors, so side by side they may finish sooner. Its pipes are in a folder of our own,
+      # so only these runs use it; the card's settings (compute mode and the rest) are not touched, and `quit` below
+      # stops it. If it does not start, or a CUDA program under it does not answer, the runs go time-sliced.
+      export CUDA_MPS_PIPE_DIRECTORY=/tmp/gan_mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/gan_mps/log
+      mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+      if nvidia-cuda-mps-control -d && timeout 60 "$python" -c "import torch; torch.ones(1, device='cuda').sum().item()"
+      then
+        echo "MPS on: $jobs runs side by side" | tee -a "$out/results.txt"
+      else
+        echo "MPS did not start: $jobs runs side by side, time-sliced" | tee -a "$out/results.txt"
+        timeout 10 sh -c 'echo quit | nvidia-cuda-mps-control' 2>/dev/null || true
+        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+      fi
+    fi
+    timeout "${RESULTS_TIME:-540}" "$python" bench/results.py gpu_results ${only[@]:+--only "${only[@]}"} --jobs "$jobs" \
       --data-root gpu_data --figure gpu_results/results.png 2>&1 | tee -a "$out/results.txt" | tail -30 || true
+    if [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ]; then
+      timeout 10 sh -c 'echo quit | nvidia-cuda-mps-control' || true
+    fi
     find gpu_results -maxdepth 1 -type f \( -name '*.json' -o -name '*.log' -o -name '*.png' -o -name '*.md' \) -print0 |
       tar czf "$out/results.tar.gz" --null -T -
     ;;

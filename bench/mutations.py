@@ -888,6 +888,24 @@ MUTATIONS = [
         [("if sys.version_info < (3, 10):", "if sys.version_info < (3, 9):")],
         "older_python",
     ),
+    (
+        "bench/gpu_session.sh",
+        "RESULTS_JOBS ignored (always two runs side by side)",
+        [('--jobs "$jobs"', "--jobs 2")],
+        "mps",
+    ),
+    (
+        "bench/gpu_session.sh",
+        "the runs sent to MPS's pipes although its daemon did not start (every CUDA call in them would fail)",
+        [("        unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY\n", "")],
+        "mps",
+    ),
+    (
+        "bench/gpu_session.sh",
+        "the MPS daemon left running after the runs",
+        [("      timeout 10 sh -c 'echo quit | nvidia-cuda-mps-control' || true\n", "      true\n")],
+        "mps",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
