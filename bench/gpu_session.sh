@@ -20,15 +20,17 @@
 #   1. bash bench/gpu_session.sh tests &&
 #      RESULTS_TIME=150 bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4
-#   2. RESULTS_MPS=1 RESULTS_JOBS=6 bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 \
+#   2. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
+#      (second because it is the row the CPU could not give and the one that may change the verdict: one CPU seed
+#      after 5 of 30 epochs already scored FID 26.68, 10 classes; docs/results_cpu.md, "wgan.py")
+#   3. bash bench/gpu_session.sh results wgan
+#   4. RESULTS_MPS=1 RESULTS_JOBS=6 bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 \
 #        dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_ls
 #      (18 runs x 33 s is about 10 minutes of GPU alone: if MPS does not start, six time-sliced runs finish
-#      together every ~200 s, so expect the last six left for loan 5. Under MPS, untried here, all may finish: results.txt says whether MPS started, and each run's s/epoch
-#      against speed.py's 1.09 alone says how much it gained. If it gained, give every later loan RESULTS_MPS=1 and
-#      RESULTS_JOBS=3 (wgan.py's runs are 3-7 times longer: six at a time would all be caught by the time limit),
-#      and loans 3-7 may fold into fewer)
-#   3. bash bench/gpu_session.sh results wgan
-#   4. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
+#      together every ~200 s, so expect the last six left for loan 5. Under MPS, untried here, all may finish:
+#      results.txt says whether MPS started, and each run's s/epoch against speed.py's 1.09 alone says how much it
+#      gained. If it gained, give every later loan RESULTS_MPS=1 and RESULTS_JOBS=3 (wgan.py's runs are 3-7 times
+#      longer: six at a time would all be caught by the time limit), and loans 5-7 may fold into fewer)
 #   5. bash bench/gpu_session.sh results gan gan_h2048_ls_lr4e-4 gan_h2048_lr4e-4 gan_h2048_ls_lr4e-4_b64 \
 #        gan_h2048_ls_lr4e-4_lrd8e-4 dcgan \
 #        dcgan_lr1e-4 dcgan_ls dcgan_lr1e-4_ls dcgan_lr5e-5_ls dcgan_lr1e-4_lrd5e-5_ls wgan wgan_gp
