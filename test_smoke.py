@@ -103,11 +103,18 @@ def interrupted_run(cmd, cwd, after=1):
             proc.send_signal(signal.SIGINT)
             break
     rest, _ = proc.communicate(timeout=300)
-    # TensorBoard reads a folder's event files in name order, and a name starts with the second it was opened in,
-    # then the pid: an in-process resume (lower pid, no torch import to wait for) that opened its file within the
-    # same second would be read before this run's file, its steps first. A real resume starts seconds later.
-    time.sleep(1 - time.time() % 1)
+    next_second()
     return proc.returncode, "".join(lines) + rest
+
+
+def next_second():
+    """Waits for the clock's next second, before a resume that writes into the same run folder.
+
+    TensorBoard reads a folder's event files in name order, and a name is the second it was opened in, then the pid,
+    then a count of the process's writers: a resume that opened its file within the same second would be read first,
+    its steps first, if its pid is lower (an in-process resume of a subprocess's run) or its count has one digit more
+    (writer 10 after writer 9 of this process). A real resume starts seconds later."""
+    time.sleep(1 - time.time() % 1)
 
 
 def step_lines(output):
@@ -196,6 +203,7 @@ def trained(request, data_root, small_data_root, tmp_path_factory):
     with ThreadPoolExecutor(1) as pool:  # the Ctrl-C run needs a real process to signal; it runs beside the others
         interrupted_job = pool.submit(interrupted_run, cmd("--epochs", "2", "--ckpt", "c.pt", "--log-every", "1"), cwd)
         straight, first = run("a.pt", "--epochs", "2"), run("b.pt", "--epochs", "1")
+        next_second()
         run("b.pt", "--epochs", "2", "--resume")
         rc, interrupted = interrupted_job.result()
     assert rc == 130, interrupted
