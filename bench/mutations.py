@@ -4,7 +4,7 @@ Each mutation replaces text in one file of a temporary copy of the repository, t
 that exercise that file (pytest -x -k SELECTION) in the copy. A mutation the suite does not fail on
 is MISSED: either a test is missing or the bug does not matter (then say why in the note).
 
-    python bench/mutations.py                 # all of them, a table at the end (about 25-36 minutes on 2 cores)
+    python bench/mutations.py                 # all of them, a table at the end (about 30-40 minutes on 2 cores)
     python bench/mutations.py --only 3 17     # some of them, by number
     python bench/mutations.py --list
     python bench/mutations.py --gpu           # the CUDA-graph path's, on a CUDA machine (bench/gpu_session.sh tests)
