@@ -261,8 +261,9 @@ def data_problem(root, name, error):
                 torchvision.datasets.mnist.read_sn3_pascalvincent_tensor(extracted)
         except Exception:  # noqa: BLE001
             return f"{extracted} is truncated or corrupt (an interrupted extraction?): delete it and run again"
+    reason = str(error).strip().splitlines()[-1]  # torchvision's last line says why (no network, a proxy, ...)
     return (
-        f"{name} is not in {raw} and the download failed ({str(error).strip().splitlines()[0]}). "
+        f"{name} is not in {raw} and the download failed ({reason}). "
         f"Copy the four official .gz files there, or point --data-root at a folder that has them."
     )
 

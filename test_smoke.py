@@ -1113,6 +1113,7 @@ def test_missing_data_without_network_exits_2(script, tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     code, err = main_exit(script, command(script, "--epochs", "1", data_root=tmp_path / "empty")[2:], capsys)
     assert code == 2 and "FashionMNIST is not in" in err and "Copy the four official .gz files" in err
+    assert "urlopen error" in err  # why it failed (here the closed proxy), not only which file torchvision tried
     assert not (tmp_path / "runs").exists()  # a failed start leaves no empty run folder
     assert not list(tmp_path.glob("*.lock"))
 

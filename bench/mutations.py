@@ -906,6 +906,11 @@ MUTATIONS = [
         [("      timeout 10 sh -c 'echo quit | nvidia-cuda-mps-control' || true\n", "      true\n")],
         "mps",
     ),
+    (
+        "dcgan.py",
+        "no data and no network: the line names the file torchvision tried, not why its download failed",
+        [("reason = str(error).strip().splitlines()[-1]", "reason = str(error).strip().splitlines()[0]")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
