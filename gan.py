@@ -332,7 +332,8 @@ def load_checkpoint(p, path):
     except FileNotFoundError:
         p.error(f"--resume: no checkpoint at {path}")
     except Exception as e:  # noqa: BLE001 (any unreadable file gets the same one-line answer)
-        p.error(f"--resume: {path} is not a readable checkpoint ({type(e).__name__})")
+        # e.g. a copy cut short (torch's own message is an internal zip error): say what to do about it
+        p.error(f"--resume: {path} is not a readable checkpoint ({type(e).__name__}); --overwrite starts afresh")
     found = ckpt.get("script", "an unknown script") if isinstance(ckpt, dict) else "an unknown script"
     if found != SCRIPT:
         p.error(f"--resume: {path} was written by {found}, not {SCRIPT}.py")

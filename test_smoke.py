@@ -1088,9 +1088,15 @@ def test_bad_checkpoints_exit_2(variant, tmp_path, capsys):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
     torch.save({"script": other, "args": {}}, tmp_path / "other.pt")
     (tmp_path / "exists.pt").write_bytes(b"")
+    torch.save({"script": script, "weights": torch.zeros(1000)}, tmp_path / "full.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "full.pt").read_bytes()[:2000])  # a copy cut short
     cases = [
         (["--resume", "--ckpt", str(tmp_path / "missing.pt")], "no checkpoint at"),
-        (["--resume", "--ckpt", str(tmp_path / "corrupt.pt")], "is not a readable checkpoint"),
+        (
+            ["--resume", "--ckpt", str(tmp_path / "corrupt.pt")],
+            "is not a readable checkpoint (UnpicklingError); --overwrite starts afresh",
+        ),
+        (["--resume", "--ckpt", str(tmp_path / "cut.pt")], "is not a readable checkpoint (RuntimeError)"),
         (["--resume", "--ckpt", str(tmp_path / "other.pt")], f"was written by {other}, not {script}.py"),
         (["--ckpt", str(tmp_path / "exists.pt")], "exists: pass --resume"),
     ]
