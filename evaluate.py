@@ -71,6 +71,10 @@ def parse_args(argv=None):
     )
     p.add_argument("--classifier-steps", type=int, default=0, help="with --retrain-classifier: steps (0: 3 epochs)")
     args = p.parse_args(argv)
+    if not 0 <= args.seed < 2**32:  # torch takes 64 bits; the training scripts' range, one line and not a traceback
+        p.error(f"argument --seed: must be in [0, 2^32), got {args.seed}")
+    if args.classifier_steps < 0:
+        p.error(f"argument --classifier-steps: must be 0 (3 epochs) or more, got {args.classifier_steps}")
     if args.classifier_steps and not args.retrain_classifier:
         p.error("argument --classifier-steps: only with --retrain-classifier")
     d = Classifier.FEATURES

@@ -63,6 +63,8 @@ def parse_args(argv=None):
     for name in ["n_samples", "steps", "scale"]:
         if getattr(args, name) < (2 if name == "steps" else 1):
             p.error(f"argument --{name.replace('_', '-')}: too small ({getattr(args, name)})")
+    if not 0 <= args.seed < 2**32:  # torch takes 64 bits; the training scripts' range, one line and not a traceback
+        p.error(f"argument --seed: must be in [0, 2^32), got {args.seed}")
     if args.interpolate and args.vectors is None and args.n_samples < 2:
         p.error("argument --interpolate: needs at least 2 base vectors")
     for name in ["values", "range"]:

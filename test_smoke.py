@@ -1469,6 +1469,12 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
         ([ckpt, "--export", str(tmp_path / "file")], "--export: "),
         ([ckpt, str(tmp_path / "copy" / "a.pt"), "--export", str(tmp_path / "x")], "two checkpoints named a"),
         ([ckpt, "--classifier-steps", "5"], "only with --retrain-classifier"),
+        (
+            [ckpt, "--retrain-classifier", "--classifier-steps", "-1"],
+            "--classifier-steps: must be 0 (3 epochs) or more",
+        ),
+        ([ckpt, "--seed", str(2**64)], "--seed: must be in [0, 2^32)"),  # torch's overflow, a traceback, before
+        ([ckpt, "--seed", "-1"], "--seed: must be in [0, 2^32)"),
         ([ckpt, "--data-root", str(truncated)], "t10k-images-idx3-ubyte is truncated or corrupt"),
     ]
     for argv, message in cases:
@@ -1669,6 +1675,7 @@ def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tm
         (["--out", str(tmp_path / "nodir" / "x.png")], "--out: cannot write"),
         (["--out", str(tmp_path / "x.unknown")], "--out: unknown image type"),
         (["--logdir", str(tmp_path / "nan.txt" / "tb")], "--logdir: cannot create"),
+        (["--seed", str(2**64)], "--seed: must be in [0, 2^32)"),  # torch's overflow, a traceback, before
     ]:
         with pytest.raises(SystemExit) as exc:
             perturb.main(["--ckpt", str(ckpt), *flags])
@@ -1892,6 +1899,21 @@ def test_results_script_refuses_its_own_flags_after_extra_before_any_work(tmp_pa
         assert stop.value.code == 2 and flag.split("=")[0] in capsys.readouterr().err.splitlines()[-1]
     args = results.parse_args([str(tmp_path / "out"), "--figure", "f.png", "--extra", "--dataset", "mnist"])
     assert (args.figure, args.extra) == ("f.png", ["--dataset", "mnist"])  # before --extra: results.py's own
+    assert not (tmp_path / "out").exists()
+
+
+def test_results_script_refuses_bad_seeds_and_sample_counts_before_any_work(tmp_path, capsys):
+    """A --n that evaluate.py refuses was found only after 30 epochs of training, and a bad seed by each run."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    for flags, message in [
+        (["--n", "3"], "--n: at least 256 samples"),
+        (["--seeds", "0", str(2**32)], "--seeds: each must be in [0, 2^32)"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            results.main([str(tmp_path / "out"), *flags])
+        assert stop.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1], flags
     assert not (tmp_path / "out").exists()
 
 

@@ -911,6 +911,21 @@ MUTATIONS = [
         "no data and no network: the line names the file torchvision tried, not why its download failed",
         [("reason = str(error).strip().splitlines()[-1]", "reason = str(error).strip().splitlines()[0]")],
     ),
+    (
+        "perturb.py",
+        "--seed not range-checked: a seed past 64 bits ends in torch's overflow traceback",
+        [("    if not 0 <= args.seed < 2**32:", "    if False:")],
+    ),
+    (
+        "evaluate.py",
+        "a negative --classifier-steps accepted: torch's scheduler refuses it in a traceback, after the data loads",
+        [("    if args.classifier_steps < 0:", "    if False:")],
+    ),
+    (
+        "bench/results.py",
+        "--n left to evaluate.py, which refuses it only after each run's 30 epochs of training",
+        [("    if args.n < 2 * evaluate.Classifier.FEATURES:", "    if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each

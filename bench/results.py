@@ -107,6 +107,10 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if args.jobs < 1 or args.epochs < 1:
         p.error("arguments --jobs/--epochs: must be positive")
+    if not all(0 <= seed < 2**32 for seed in args.seeds):  # refused now, not by each run in turn
+        p.error(f"argument --seeds: each must be in [0, 2^32), got {args.seeds}")
+    if args.n < 2 * evaluate.Classifier.FEATURES:  # evaluate.py would refuse it after the training, not before
+        p.error(f"argument --n: at least {2 * evaluate.Classifier.FEATURES} samples (evaluate.py's --n), got {args.n}")
     # --extra takes everything after it: a flag of this script typed there would reach gan.py as an unknown one,
     # and one this script sets for each run would fight it.
     for flag in args.extra:
