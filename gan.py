@@ -512,7 +512,14 @@ def main(argv=None):
     p, args, typed = parse_args(argv)
     check_writable(p, "--ckpt", args.ckpt)
     with checkpoint_lock(p, args.ckpt):  # released however the run ends
-        train(p, args, typed)
+        try:
+            train(p, args, typed)
+        except RuntimeError as e:  # sizes too large for the machine: one line, not the allocator's traceback
+            if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
+                raise
+            p.error(
+                f"out of memory ({str(e).splitlines()[0]}): try a smaller --batch-size, --latent-dim or --hidden-dim"
+            )
 
 
 def train(p, args, typed):

@@ -1486,6 +1486,16 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
 
 # ===== Hardening: bad paths, locks, corrupt data, crafted checkpoints (one line, exit status 2) =====
 @pytest.mark.parametrize("script", SCRIPTS)
+def test_networks_too_large_for_memory_are_one_line(script, data_root, tmp_path, capsys, monkeypatch):
+    """A layer of petabytes: the allocator refuses at once (past any address space, so nothing is really allocated)."""
+    monkeypatch.chdir(tmp_path)
+    huge = ["--hidden-dim", str(10**7)] if script == "gan" else ["--latent-dim", str(10**12)]
+    code, err = main_exit(script, ["--data-root", str(data_root), "--ckpt", "x.pt", *huge], capsys)
+    assert code == 2 and "out of memory (" in err and "try a smaller --batch-size" in err, err
+    assert "Traceback" not in err and sorted(os.listdir(tmp_path)) == []  # no lock, run folder or checkpoint left
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_bad_output_paths_are_refused_before_any_training(script, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("")
