@@ -1702,6 +1702,10 @@ def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tm
         assert (tmp_path / name).exists(), flags
     perturb.main(["--ckpt", str(ckpt), "--interpolate", "--n-samples", "3"])
     assert "vector #3 has no partner" in capsys.readouterr().out
+    for flags in [["--n-samples", "100000"], ["--steps", "1001"], ["--scale", "33"]]:  # asked of the parser alone:
+        with pytest.raises(SystemExit) as exc:  # without the ceiling, the figure itself would take gigabytes
+            perturb.parse_args(["--ckpt", str(ckpt), *flags])
+        assert exc.value.code == 2 and "too large" in capsys.readouterr().err, flags
 
 
 def test_a_saturated_discriminator_is_reported(data_root, tmp_path, capsys):
