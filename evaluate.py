@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("ckpts", nargs="+", help="checkpoints written by gan.py, dcgan.py or wgan.py")
     p.add_argument("--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors")
+    p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors, in [0, 2^32)")
     p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz")
     p.add_argument("--k", type=int, default=5, help="neighbours for precision and recall")
     p.add_argument("--json", help="also write the numbers to this JSON file")
@@ -69,7 +69,9 @@ def parse_args(argv=None):
         action="store_true",
         help="train the classifier afresh, not the shipped one (saved as <data-root>/<Name>/classifier.pt)",
     )
-    p.add_argument("--classifier-steps", type=int, default=0, help="with --retrain-classifier: steps (0: 3 epochs)")
+    p.add_argument(
+        "--classifier-steps", type=int, default=0, help="with --retrain-classifier: steps, 0 or more (0: 3 epochs)"
+    )
     args = p.parse_args(argv)
     if not 0 <= args.seed < 2**32:  # torch takes 64 bits; the training scripts' range, one line and not a traceback
         p.error(f"argument --seed: must be in [0, 2^32), got {args.seed}")

@@ -44,8 +44,8 @@ def parse_args(argv=None):
     p.add_argument(
         "--out", help="image to write (default: <figure>_<ckpt stem>.png beside the checkpoint; _2, _3, ... if taken)"
     )
-    p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed")
-    p.add_argument("--seed", type=int, default=0, help="seed of the base vectors")
+    p.add_argument("--n-samples", type=int, default=8, help="number of base vectors drawn from --seed (1-1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the base vectors, in [0, 2^32)")
     p.add_argument("--vectors", help="base vectors from a file: a saved tensor (.pt) or text, one vector a line")
     p.add_argument("--dims", type=int, nargs="+", default=[1, 20, 40, 60, 80], help="latent dimensions to change")
     p.add_argument("--values", type=float, nargs="+", default=[-2.0, 0.0, 2.0], help="values added to (or set in) each")
@@ -55,9 +55,9 @@ def parse_args(argv=None):
     mode.add_argument("--interpolate", action="store_true", help="walk between pairs of base vectors (1-2, 3-4, ...)")
     mode.add_argument("--samples-only", action="store_true", help="just the base samples")
     p.add_argument("--range", type=float, nargs=2, default=[-3.0, 3.0], metavar=("LOW", "HIGH"), help="for --sweep")
-    p.add_argument("--steps", type=int, default=9, help="columns of --sweep and --interpolate")
+    p.add_argument("--steps", type=int, default=9, help="columns of --sweep and --interpolate (2-1000)")
     p.add_argument("--slerp", action="store_true", help="spherical instead of linear interpolation")
-    p.add_argument("--scale", type=int, default=2, help="pixels per image pixel in the PNG")
+    p.add_argument("--scale", type=int, default=2, help="pixels per image pixel in the PNG (1-32)")
     p.add_argument("--logdir", help="also write the figure to TensorBoard in this folder")
     args = p.parse_args(argv)
     for name, most in [("n_samples", 1000), ("steps", 1000), ("scale", 32)]:  # past most: a picture no one can open
