@@ -40,6 +40,7 @@ import gan  # its data_problem: the same message, naming the file and the fix, a
 
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}
 SCRIPTS = ("gan", "dcgan", "wgan")
+MAX_N = 60_000  # the training split's size: the real row cannot score more, and the k-NN work grows as n^2
 CLASSIFIERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "classifiers")
 # The shipped weights (python evaluate.py --retrain-classifier, then copied into classifiers/) and their sha256.
 CLASSIFIER_SHA256 = {
@@ -58,7 +59,9 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=Help)
     p.add_argument("ckpts", nargs="+", help="checkpoints written by gan.py, dcgan.py or wgan.py")
-    p.add_argument("--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored)")
+    p.add_argument(
+        "--n", type=int, default=10_000, help="samples drawn from each generator (and real images scored), 256 to 60000"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the latent vectors, in [0, 2^32)")
     p.add_argument("--data-root", default="./data", help="holds <Name>/raw/*.gz")
     p.add_argument("--k", type=int, default=5, help="neighbours for precision and recall")
@@ -82,6 +85,8 @@ def parse_args(argv=None):
     d = Classifier.FEATURES
     if args.n < 2 * d:  # fewer samples than features leave the covariance singular
         p.error(f"argument --n: {args.n} samples are too few for a {d}-d covariance (at least {2 * d})")
+    if args.n > MAX_N:  # more samples than real images to score them against: a traceback or hours, not a table
+        p.error(f"argument --n: at most {MAX_N}, the training images of the real row, got {args.n}")
     if not 1 <= args.k <= args.n // 20:  # a large k grows every ball over the whole set: precision = recall = 1
         p.error(f"argument --k: must be in [1, n/20 = {args.n // 20}], got {args.k}")
     if args.json is not None and not writable_file(args.json):

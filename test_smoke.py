@@ -1482,6 +1482,11 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
             ev.main(argv)
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in err, (argv, err)
+    # The parser alone: without the ceiling, main() would score 60,001 samples for minutes instead of failing.
+    with pytest.raises(SystemExit) as exc:
+        ev.parse_args([ckpt, "--n", "60001"])
+    assert exc.value.code == 2 and "--n: at most 60000, the training images" in capsys.readouterr().err
+    assert ev.parse_args([ckpt, "--n", "60000"])[1].n == 60000  # the whole training split is still allowed
 
 
 # ===== Hardening: bad paths, locks, corrupt data, crafted checkpoints (one line, exit status 2) =====
@@ -1928,6 +1933,9 @@ def test_results_script_refuses_bad_seeds_and_sample_counts_before_any_work(tmp_
         with pytest.raises(SystemExit) as stop:
             results.main([str(tmp_path / "out"), *flags])
         assert stop.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1], flags
+    with pytest.raises(SystemExit) as stop:  # the parser alone: without its ceiling, main() would start training
+        results.parse_args([str(tmp_path / "out"), "--n", "60001"])
+    assert stop.value.code == 2 and "--n: at most 60000 samples" in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "out").exists()
 
 

@@ -936,6 +936,16 @@ MUTATIONS = [
         "--n-samples, --steps and --scale without a ceiling: --n-samples 100000 asks for gigabytes of picture",
         [("        if getattr(args, name) > most:", "        if False:")],
     ),
+    (
+        "evaluate.py",
+        "--n without a ceiling: more samples than the real row has images, k-NN work growing as n^2 (or a traceback)",
+        [("    if args.n > MAX_N:", "    if False:")],
+    ),
+    (
+        "bench/results.py",
+        "--n without a ceiling: evaluate.py refuses it only after each run's 30 epochs of training",
+        [("    if args.n > evaluate.MAX_N:", "    if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each

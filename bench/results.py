@@ -101,7 +101,9 @@ def parse_args(argv=None):
     p.add_argument("--only", nargs="+", choices=CONFIGS, metavar="CONFIG", help="configurations to run (default: all)")
     p.add_argument("--jobs", type=int, default=1, help="trainings side by side")
     p.add_argument("--data-root", default=str(ROOT / "data"), help="holds <Name>/raw/*.gz")
-    p.add_argument("--n", type=int, default=10_000, help="samples scored per checkpoint (evaluate.py --n)")
+    p.add_argument(
+        "--n", type=int, default=10_000, help="samples scored per checkpoint (evaluate.py --n, 256 to 60000)"
+    )
     p.add_argument("--figure", help="also write a PNG: one row of samples per configuration (seed 0)")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="flags passed to every training run")
     args = p.parse_args(argv)
@@ -111,6 +113,8 @@ def parse_args(argv=None):
         p.error(f"argument --seeds: each must be in [0, 2^32), got {args.seeds}")
     if args.n < 2 * evaluate.Classifier.FEATURES:  # evaluate.py would refuse it after the training, not before
         p.error(f"argument --n: at least {2 * evaluate.Classifier.FEATURES} samples (evaluate.py's --n), got {args.n}")
+    if args.n > evaluate.MAX_N:
+        p.error(f"argument --n: at most {evaluate.MAX_N} samples (evaluate.py's --n), got {args.n}")
     # --extra takes everything after it: a flag of this script typed there would reach gan.py as an unknown one,
     # and one this script sets for each run would fight it.
     for flag in args.extra:
