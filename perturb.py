@@ -202,6 +202,13 @@ def main(argv=None):
         )
 
     grid, row_labels, col_labels = figure(args, z)
+    cell = 28 * args.scale + GAP  # render()'s layout: refused before G draws a picture that would not open
+    width, height = LEFT + grid.size(1) * cell + GAP, TOP + grid.size(0) * cell + GAP
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        p.error(
+            f"the figure would be {width} x {height} pixels, past the {Image.MAX_IMAGE_PIXELS} that PIL opens "
+            f"without a warning: fewer rows or columns, or a smaller --scale"
+        )
     with torch.no_grad():
         images = G(grid.flatten(0, 1)).view(grid.size(0), grid.size(1), 28, 28)
     canvas = render(images, row_labels, col_labels, args.scale)

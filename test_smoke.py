@@ -1711,6 +1711,11 @@ def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tm
         with pytest.raises(SystemExit) as exc:  # without the ceiling, the figure itself would take gigabytes
             perturb.parse_args(["--ckpt", str(ckpt), *flags])
         assert exc.value.code == 2 and "too large" in capsys.readouterr().err, flags
+    # Each flag within its ceiling, their product not: 15 rows x 1000 columns of 86-pixel cells, 113 megapixels.
+    with pytest.raises(SystemExit) as exc:
+        perturb.main(["--ckpt", str(ckpt), "--n-samples", "1000", "--scale", "3", "--out", str(tmp_path / "big.png")])
+    assert exc.value.code == 2 and "86074 x 1308 pixels, past the 89478485 that PIL opens" in capsys.readouterr().err
+    assert not (tmp_path / "big.png").exists()
 
 
 def test_a_saturated_discriminator_is_reported(data_root, tmp_path, capsys):

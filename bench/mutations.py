@@ -946,6 +946,11 @@ MUTATIONS = [
         "--n without a ceiling: evaluate.py refuses it only after each run's 30 epochs of training",
         [("    if args.n > evaluate.MAX_N:", "    if False:")],
     ),
+    (
+        "perturb.py",
+        "a figure past PIL's pixel limit drawn anyway (each flag within its ceiling, their product not)",
+        [("    if width * height > Image.MAX_IMAGE_PIXELS:", "    if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
