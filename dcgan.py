@@ -100,7 +100,7 @@ def parse_args(argv=None):
     p.add_argument(
         "--log-every", type=positive(int), default=100, help="progress line every N steps (TensorBoard: every step)"
     )
-    p.add_argument("--ckpt", default=f"{SCRIPT}.pt", help="checkpoint written at every epoch end")
+    p.add_argument("--ckpt", default=f"{SCRIPT}.pt", help="checkpoint written at every epoch end and on Ctrl-C")
     p.add_argument("--resume", action="store_true", help="continue --ckpt up to --epochs, with the run's own flags")
     p.add_argument("--overwrite", action="store_true", help="start afresh even if --ckpt exists")
     args = p.parse_args(argv)
