@@ -256,6 +256,8 @@ def data_problem(root, name, error):
         except Exception:  # noqa: BLE001
             return f"{extracted} is truncated or corrupt (an interrupted extraction?): delete it and run again"
     reason = str(error).strip().splitlines()[-1]  # torchvision's last line says why (no network, a proxy, ...)
+    if reason.startswith("Error downloading"):  # torchvision < 0.21 printed why above and raised only the file's name
+        reason += "; torchvision's lines above say why"
     return (
         f"{name} is not in {raw} and the download failed ({reason}). "
         f"Copy the four official .gz files there, or point --data-root at a folder that has them."
