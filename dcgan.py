@@ -18,7 +18,8 @@ if sys.version_info < (3, 10):  # noqa: UP036 (zip(strict=True) and more: one li
     print(f"This script needs Python 3.10 or newer; this is {sys.version.split()[0]}", file=sys.stderr)
     sys.exit(2)
 if __name__ == "__main__":  # Ctrl-C while torch loads: one line, not a traceback
-    signal.signal(signal.SIGINT, lambda *_: sys.exit("Interrupted before training started: nothing to save"))
+    BEFORE_TRAINING, interrupted = "Interrupted before training started: nothing to save", []
+    signal.signal(signal.SIGINT, lambda *_: interrupted.append(True) or sys.exit(BEFORE_TRAINING))
 
 import argparse
 import contextlib
@@ -35,6 +36,9 @@ import torch.nn as nn
 import torchvision
 from PIL import Image, ImageDraw, ImageFont
 from torch.utils.tensorboard import SummaryWriter
+
+if __name__ == "__main__" and interrupted:  # torch 2.4 swallows the exit if Ctrl-C lands while its C part loads
+    sys.exit(BEFORE_TRAINING)
 
 SCRIPT = "dcgan"
 DATASETS = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}

@@ -1755,6 +1755,32 @@ def test_ctrl_c_while_starting_is_one_line(data_root, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in err and "Interrupted before training started" in err
 
 
+# Runs a script as python would, but the first `import torch` meets a Ctrl-C and swallows the script's exit, as torch
+# 2.4.1's C extension does when the signal lands while it loads (the run then trained on as if nothing happened).
+SWALLOWING_IMPORT = """
+import runpy, signal, sys
+class Swallow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            sys.meta_path.remove(self)
+            try:
+                signal.raise_signal(signal.SIGINT)  # the script's handler raises SystemExit in here
+            except BaseException:
+                pass
+sys.meta_path.insert(0, Swallow())
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_ctrl_c_swallowed_while_torch_loads_still_stops_the_run(data_root, tmp_path):
+    (tmp_path / "swallow.py").write_text(SWALLOWING_IMPORT)
+    python, *argv = command("gan", "--epochs", "1", data_root=data_root)
+    result = subprocess.run([python, "swallow.py", *argv], cwd=tmp_path, env=ENV, capture_output=True, text=True)
+    assert result.returncode == 1 and result.stderr.strip() == "Interrupted before training started: nothing to save"
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "gan.pt").exists()
+
+
 def test_resuming_a_copied_checkpoint_leaves_the_original_run_alone(trained, tmp_path, capsys):
     if trained["variant"] != "gan":
         pytest.skip("checked once")

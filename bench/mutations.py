@@ -956,6 +956,11 @@ MUTATIONS = [
         "no data and no network: the line points to torchvision's lines above, where torchvision printed none",
         [('    if reason.startswith("Error downloading"):', "    if True:")],
     ),
+    (
+        "gan.py",
+        "a Ctrl-C whose exit torch swallowed while loading (torch 2.4) not seen after the imports: the run trains on",
+        [('if __name__ == "__main__" and interrupted:', "if False:")],
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
