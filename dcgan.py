@@ -299,6 +299,31 @@ def check_writable(p, flag, path, folder=False):
         p.error(f"argument {flag}: cannot write {path!r} (is its folder there, writable, and not a file?)")
 
 
+def running(pid):
+    """Whether process pid exists, asked without a signal: on Windows os.kill(pid, 0) sends CTRL_C_EVENT (it is 0) to
+    the whole console, this run included, so there the process is opened and asked whether it has ended."""
+    if os.name == "nt":
+        import _winapi  # the standard library's own Windows calls (subprocess and multiprocessing use them)
+
+        try:
+            handle = _winapi.OpenProcess(_winapi.SYNCHRONIZE, False, pid)
+        except PermissionError:  # another user's process has the number
+            return True
+        except OSError:  # no such process
+            return False
+        try:
+            return _winapi.WaitForSingleObject(handle, 0) == _winapi.WAIT_TIMEOUT  # not ended within 0 ms
+        finally:
+            _winapi.CloseHandle(handle)
+    try:
+        os.kill(pid, 0)  # signal 0 on POSIX: delivers nothing, only checks that pid exists
+        return True
+    except PermissionError:  # another user's process has the number
+        return True
+    except ProcessLookupError:
+        return False
+
+
 @contextlib.contextmanager
 def checkpoint_lock(p, path):
     """One run per checkpoint: a second run on the same --ckpt is refused, not left to race the first."""
@@ -311,9 +336,7 @@ def checkpoint_lock(p, path):
             with open(lock) as f:
                 text = f.read().strip()
             pid = int(text) if text.isdigit() else 0  # empty: its owner is still writing it
-            try:
-                os.kill(pid, 0) if pid > 0 else None
-            except ProcessLookupError:  # its run was killed: the lock is stale
+            if pid > 0 and not running(pid):  # its run was killed: the lock is stale
                 os.remove(lock)
                 continue
             p.error(f"{path} is in use by another run (pid {pid}); if none is running, delete {lock}")

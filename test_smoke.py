@@ -1584,6 +1584,48 @@ def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkey
     assert not (tmp_path / "x.pt.lock").exists()
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_the_lock_owner_is_looked_up_without_a_signal(script, tmp_path, monkeypatch, capsys):
+    """On Windows os.kill(pid, 0) asks nothing: signal 0 is CTRL_C_EVENT, a Ctrl-C to the whole console, this run
+    included. There the process is opened and asked whether it has ended (a fake of those calls stands in here)."""
+    module = importlib.import_module(script)
+    monkeypatch.chdir(tmp_path)
+    system = argparse.Namespace(**vars(os))  # the script's os, changed without touching pytest's
+    monkeypatch.setattr(module, "os", system)
+
+    def not_yours(pid, sig):  # POSIX's answer when another user's process has the number
+        raise PermissionError(1, "Operation not permitted")
+
+    system.kill = not_yours
+    assert module.running(12345)  # so the lock is not stale
+
+    processes, opened = {101: 258, 102: 0}, []  # pid -> WaitForSingleObject(it, 0): 258 running, 0 ended
+
+    def open_process(access, inherit, pid):
+        if pid == 103:
+            raise PermissionError(13, "Access is denied")  # another user's process
+        if pid not in processes:
+            raise OSError(22, "The parameter is incorrect")  # Windows' answer for a pid no process has
+        opened.append(pid)
+        return pid  # the handle
+
+    def no_signal(pid, sig):
+        raise AssertionError(f"os.kill({pid}, {sig}) on Windows: a console Ctrl-C, not a question")
+
+    winapi = argparse.Namespace(SYNCHRONIZE=0x100000, WAIT_OBJECT_0=0, WAIT_TIMEOUT=258, OpenProcess=open_process)
+    winapi.WaitForSingleObject, winapi.CloseHandle = lambda handle, ms: processes[handle], opened.remove
+    monkeypatch.setitem(sys.modules, "_winapi", winapi)
+    system.name, system.kill = "nt", no_signal
+    assert [module.running(pid) for pid in (101, 102, 103, 104)] == [True, False, True, False]
+    assert opened == []  # every handle closed again
+    (tmp_path / "x.pt.lock").write_text("101")
+    code, err = main_exit(script, ["--ckpt", "x.pt"], capsys)
+    assert code == 2 and "in use by another run (pid 101)" in err
+    (tmp_path / "x.pt.lock").write_text("102")  # its run ended without removing it: taken over
+    with module.checkpoint_lock(None, "x.pt"):
+        assert (tmp_path / "x.pt.lock").read_text() == str(os.getpid())
+
+
 def test_a_checkpoint_write_that_fails_part_way_keeps_the_previous_one(tmp_path, monkeypatch):
     import gan
 

@@ -105,7 +105,7 @@ MUTATIONS = [
     (
         "gan.py",
         "a live lock treated as stale",
-        [("os.kill(pid, 0) if pid > 0 else None", "(_ for _ in ()).throw(ProcessLookupError)")],
+        [("            if pid > 0 and not running(pid):", "            if pid > 0:")],
     ),
     ("gan.py", "no warning when D saturates", [(">= BCE_CLAMP - 1e-3", ">= BCE_CLAMP + 1")]),
     ("gan.py", "output paths not checked before training", [('    check_writable(p, "--ckpt", args.ckpt)\n', "")]),
@@ -960,6 +960,29 @@ MUTATIONS = [
         "gan.py",
         "a Ctrl-C whose exit torch swallowed while loading (torch 2.4) not seen after the imports: the run trains on",
         [('if __name__ == "__main__" and interrupted:', "if False:")],
+    ),
+    (
+        "gan.py",
+        "the lock's owner probed with os.kill(pid, 0) on Windows too: a Ctrl-C sent to the whole console",
+        [('    if os.name == "nt":\n        import _winapi', "    if False:\n        import _winapi")],
+    ),
+    (
+        "dcgan.py",
+        "a lock whose pid another user's process has taken ends in a traceback (PermissionError)",
+        [
+            (
+                "        return True\n    except PermissionError:  # another user's process has the number\n"
+                "        return True\n",
+                "        return True\n",
+            )
+        ],
+        "lock_owner",
+    ),
+    (
+        "wgan.py",
+        "on Windows a running owner taken for ended: its lock is taken over, two runs write one checkpoint",
+        [("== _winapi.WAIT_TIMEOUT", "== _winapi.WAIT_OBJECT_0")],
+        "lock_owner",
     ),
 ]
 
