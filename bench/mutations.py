@@ -105,7 +105,7 @@ MUTATIONS = [
     (
         "gan.py",
         "a live lock treated as stale",
-        [("            if pid > 0 and not running(pid):", "            if pid > 0:")],
+        [("or pid > 0 and not running(pid):", "or pid > 0:")],
     ),
     ("gan.py", "no warning when D saturates", [(">= BCE_CLAMP - 1e-3", ">= BCE_CLAMP + 1")]),
     ("gan.py", "output paths not checked before training", [('    check_writable(p, "--ckpt", args.ckpt)\n', "")]),
@@ -983,6 +983,11 @@ MUTATIONS = [
         "on Windows a running owner taken for ended: its lock is taken over, two runs write one checkpoint",
         [("== _winapi.WAIT_TIMEOUT", "== _winapi.WAIT_OBJECT_0")],
         "lock_owner",
+    ),
+    (
+        "gan.py",
+        "a stale lock naming this run's own pid (a container's runs are all pid 1) taken for a live run's, forever",
+        [("if pid == os.getpid() or pid > 0", "if pid > 0")],
     ),
 ]
 
