@@ -337,7 +337,7 @@ def checkpoint_lock(p, path):
                 text = f.read().strip()
             pid = int(text) if text.isdigit() else 0  # empty: its owner is still writing it
             # Its run was killed: the lock is stale. So it is if its pid is ours (a container's runs all get pid 1).
-            if pid == os.getpid() or pid > 0 and not running(pid):
+            if pid == os.getpid() or (pid > 0 and not running(pid)):
                 os.remove(lock)
                 continue
             p.error(f"{path} is in use by another run (pid {pid}); if none is running, delete {lock}")
