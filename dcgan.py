@@ -26,6 +26,7 @@ import contextlib
 import glob
 import math
 import os
+import socket
 import time
 import warnings
 from collections import OrderedDict
@@ -335,15 +336,18 @@ def checkpoint_lock(p, path):
         except FileExistsError:
             with open(lock) as f:
                 text = f.read().strip()
-            pid = int(text) if text.isdigit() else 0  # empty: its owner is still writing it
+            owner, _, host = text.partition("@")
+            pid = int(owner) if owner.isdigit() else 0  # empty: its owner is still writing it
+            # A run on another machine sharing this folder (a cluster's home) has a pid that means nothing here.
+            where = "" if host in ("", socket.gethostname()) else f" on {host}"
             # Its run was killed: the lock is stale. So it is if its pid is ours (a container's runs all get pid 1).
-            if pid == os.getpid() or (pid > 0 and not running(pid)):
+            if not where and (pid == os.getpid() or (pid > 0 and not running(pid))):
                 os.remove(lock)
                 continue
-            p.error(f"{path} is in use by another run (pid {pid}); if none is running, delete {lock}")
+            p.error(f"{path} is in use by another run (pid {pid}{where}); if none is running, delete {lock}")
         except OSError as e:
             p.error(f"argument --ckpt: cannot write beside {path!r} ({e.strerror})")
-    os.write(fd, str(os.getpid()).encode())
+    os.write(fd, f"{os.getpid()}@{socket.gethostname()}".encode())
     os.close(fd)
     try:
         yield

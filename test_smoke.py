@@ -17,6 +17,7 @@ import re
 import runpy
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -1578,13 +1579,20 @@ def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkey
     code, err = main_exit("gan", ["--ckpt", "x.pt"], capsys)
     assert code == 2 and "in use by another run" in err and (tmp_path / "x.pt.lock").exists()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead, host = dead.stdout.strip(), socket.gethostname()
     # Its run was killed: the lock is taken over. So it is when the number is this run's own: in a container every
     # run is pid 1, and the killed run's lock would otherwise name a live process, this one, forever.
-    for owner in (dead.stdout.strip(), str(os.getpid())):
+    for owner in (f"{dead}@{host}", dead, f"{os.getpid()}@{host}"):  # (a lock of before the host was written)
         (tmp_path / "x.pt.lock").write_text(owner)
         with gan.checkpoint_lock(None, "x.pt"):
-            assert (tmp_path / "x.pt.lock").read_text() == str(os.getpid())
+            assert (tmp_path / "x.pt.lock").read_text() == f"{os.getpid()}@{host}"
         assert not (tmp_path / "x.pt.lock").exists()
+    # A run on another machine sharing the folder (a cluster's home): its pid says nothing here, so the lock holds.
+    (tmp_path / "x.pt.lock").write_text(f"{dead}@another-node")
+    with pytest.raises(SystemExit) as refused, gan.checkpoint_lock(argparse.ArgumentParser(), "x.pt"):
+        pass  # (the lock alone: were it taken over, a run would start training here)
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and f"in use by another run (pid {dead} on another-node)" in err
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -1626,7 +1634,7 @@ def test_the_lock_owner_is_looked_up_without_a_signal(script, tmp_path, monkeypa
     assert code == 2 and "in use by another run (pid 101)" in err
     (tmp_path / "x.pt.lock").write_text("102")  # its run ended without removing it: taken over
     with module.checkpoint_lock(None, "x.pt"):
-        assert (tmp_path / "x.pt.lock").read_text() == str(os.getpid())
+        assert (tmp_path / "x.pt.lock").read_text() == f"{os.getpid()}@{socket.gethostname()}"
 
 
 def test_a_checkpoint_write_that_fails_part_way_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -105,7 +105,7 @@ MUTATIONS = [
     (
         "gan.py",
         "a live lock treated as stale",
-        [("or (pid > 0 and not running(pid)):", "or pid > 0:")],
+        [("or (pid > 0 and not running(pid))):", "or pid > 0):")],
     ),
     ("gan.py", "no warning when D saturates", [(">= BCE_CLAMP - 1e-3", ">= BCE_CLAMP + 1")]),
     ("gan.py", "output paths not checked before training", [('    check_writable(p, "--ckpt", args.ckpt)\n', "")]),
@@ -987,7 +987,12 @@ MUTATIONS = [
     (
         "gan.py",
         "a stale lock naming this run's own pid (a container's runs are all pid 1) taken for a live run's, forever",
-        [("if pid == os.getpid() or (pid > 0", "if (pid > 0")],
+        [("(pid == os.getpid() or (pid > 0", "((pid > 0")],
+    ),
+    (
+        "gan.py",
+        "a lock from another machine sharing the folder (a cluster's home) judged by this machine's pids: taken over",
+        [('where = "" if host in ("", socket.gethostname()) else f" on {host}"', 'where = ""')],
     ),
 ]
 
