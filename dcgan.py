@@ -24,6 +24,7 @@ if __name__ == "__main__":  # Ctrl-C while torch loads: one line, not a tracebac
 import argparse
 import contextlib
 import glob
+import io
 import math
 import os
 import socket
@@ -357,10 +358,16 @@ def checkpoint_lock(p, path):
 
 
 def save_checkpoint(path, state):
+    data = io.BytesIO()
+    torch.save(state, data)  # in memory first: a full disk then fails in Python's write, which says so (torch's not)
     tmp = f"{path}.{os.getpid()}.tmp"  # unique: two writers never share a temp file
     try:
-        torch.save(state, tmp)
+        with open(tmp, "wb") as f:
+            f.write(data.getbuffer())
         os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+    except OSError as e:  # a full disk or quota: one line, and the previous checkpoint stays
+        kept = "the previous one is kept; make room, then --resume" if os.path.exists(path) else "nothing was saved"
+        sys.exit(f"Cannot write {path} ({e.strerror or e}): {kept}")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -8,6 +8,7 @@ attempt fails at once instead of reaching the network.
 
 import argparse
 import contextlib
+import errno
 import importlib
 import io
 import json
@@ -1637,19 +1638,25 @@ def test_the_lock_owner_is_looked_up_without_a_signal(script, tmp_path, monkeypa
         assert (tmp_path / "x.pt.lock").read_text() == f"{os.getpid()}@{socket.gethostname()}"
 
 
-def test_a_checkpoint_write_that_fails_part_way_keeps_the_previous_one(tmp_path, monkeypatch):
-    import gan
-
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(script, tmp_path, monkeypatch):
+    """torch.save onto a full disk raised "basic_ios::clear: iostream error" in a traceback, naming no disk at all."""
+    module = importlib.import_module(script)
     path = tmp_path / "x.pt"
-    gan.save_checkpoint(str(path), {"epoch": 1})
+    module.save_checkpoint(str(path), {"epoch": 1})
 
-    def dies_mid_write(obj, f):
-        Path(f).write_bytes(b"half a checkpoint")
-        raise OSError("No space left on device")
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            super().write(bytes(data[:100]))  # part of the checkpoint, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(gan.torch, "save", dies_mid_write)
-    with pytest.raises(OSError):
-        gan.save_checkpoint(str(path), {"epoch": 2})
+    monkeypatch.setattr(module, "open", FullDisk, raising=False)  # the script's own open, nobody else's
+    for target, kept in [(path, "the previous one is kept"), (tmp_path / "new.pt", "nothing was saved")]:
+        with pytest.raises(SystemExit) as stop:
+            module.save_checkpoint(str(target), {"epoch": 2})
+        assert stop.value.code == f"Cannot write {target} (No space left on device): {kept}" + (
+            "; make room, then --resume" if target == path else ""
+        )
     assert load(path) == {"epoch": 1} and [f.name for f in tmp_path.iterdir()] == ["x.pt"]
 
 

@@ -64,7 +64,12 @@ MUTATIONS = [
     (
         "gan.py",
         "checkpoint written in place, not atomically",
-        [("        torch.save(state, tmp)\n        os.replace(tmp, path)", "        torch.save(state, path)")],
+        [
+            (
+                'open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n        os.replace(tmp, path)',
+                'open(path, "wb") as f:\n            f.write(data.getbuffer())',
+            )
+        ],
     ),
     (
         "gan.py",
@@ -993,6 +998,28 @@ MUTATIONS = [
         "gan.py",
         "a lock from another machine sharing the folder (a cluster's home) judged by this machine's pids: taken over",
         [('where = "" if host in ("", socket.gethostname()) else f" on {host}"', 'where = ""')],
+    ),
+    (
+        "dcgan.py",
+        "the checkpoint written by torch.save itself: a full disk is 'basic_ios::clear: iostream error' in a traceback",
+        [
+            (
+                '        with open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n',
+                "        torch.save(state, tmp)\n",
+            )
+        ],
+        "full_disk",
+    ),
+    (
+        "wgan.py",
+        "a full disk at a checkpoint ends in a traceback, not one line",
+        [
+            (
+                "    except OSError as e:  # a full disk or quota",
+                "    except ZeroDivisionError as e:  # a full disk or quota",
+            )
+        ],
+        "full_disk",
     ),
 ]
 
