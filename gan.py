@@ -360,7 +360,7 @@ def save_checkpoint(path, state):
             f.write(data.getbuffer())
         os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
     except OSError as e:  # a full disk or quota: one line, and the previous checkpoint stays
-        kept = "the previous one is kept; make room, then --resume" if os.path.exists(path) else "nothing was saved"
+        kept = "the previous one is kept, and --resume continues it" if os.path.exists(path) else "nothing was saved"
         sys.exit(f"Cannot write {path} ({e.strerror or e}): {kept}")
     finally:
         if os.path.exists(tmp):

@@ -1655,7 +1655,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(script, tmp_p
         with pytest.raises(SystemExit) as stop:
             module.save_checkpoint(str(target), {"epoch": 2})
         assert stop.value.code == f"Cannot write {target} (No space left on device): {kept}" + (
-            "; make room, then --resume" if target == path else ""
+            ", and --resume continues it" if target == path else ""
         )
     assert load(path) == {"epoch": 1} and [f.name for f in tmp_path.iterdir()] == ["x.pt"]
 
