@@ -256,12 +256,22 @@ def load_images(p, args, device):
 
 
 def data_problem(root, name, error):
-    """Names the file that stopped torchvision: a corrupt .gz, a truncated extraction, or no files at all."""
+    """Names the file that stopped torchvision: a corrupt .gz, one it could not extract, a truncated extraction, or
+    no files at all."""
     raw = os.path.join(root, name, "raw")
     for gz, md5 in getattr(torchvision.datasets, name).resources:
         gz, extracted = os.path.join(raw, gz), os.path.join(raw, gz[: -len(".gz")])
         if os.path.exists(gz) and not torchvision.datasets.utils.check_md5(gz, md5):
             return f"{gz} is corrupt (its md5 is not the official one): copy the official file there again"
+        if os.path.exists(gz) and not os.path.exists(extracted):  # e.g. a read-only shared folder of .gz files
+            why = getattr(error, "strerror", None) or str(error).strip().splitlines()[-1]
+            return (
+                f"{gz} is the official file, but extracting it there failed ({why}), and torchvision reads the "
+                f"extracted files: point --data-root at a writable folder holding the .gz files, or extract them "
+                f"where they are once (gunzip -k {os.path.join(raw, '*.gz')})"
+            )
+        if not os.path.exists(gz) and not os.path.exists(extracted):
+            break  # torchvision takes the files in order: it stopped at this one, which is not there
         try:
             if os.path.exists(extracted):
                 torchvision.datasets.mnist.read_sn3_pascalvincent_tensor(extracted)

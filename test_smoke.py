@@ -9,6 +9,8 @@ attempt fails at once instead of reaching the network.
 import argparse
 import contextlib
 import errno
+import gzip
+import hashlib
 import importlib
 import io
 import json
@@ -1681,6 +1683,43 @@ def test_corrupt_data_files_are_named(script, data_root, tmp_path, capsys, monke
         root = corrupt_copy(data_root, tmp_path / "g", "train-images-idx3-ubyte", gz)
         code, err = main_exit(script, ["--data-root", str(root), "--ckpt", "x.pt"], capsys)
         assert code == 2 and "train-images-idx3-ubyte.gz is corrupt" in err, err
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_gz_files_that_cannot_be_extracted_are_named(script, data_root, tmp_path, capsys, monkeypatch):
+    """A read-only folder of official .gz files (a lab server's shared copy): torchvision extracts them beside
+    themselves and reads the extracted files, so the answer names the folder's problem, not a failed download."""
+    monkeypatch.chdir(tmp_path)
+    for key, value in OFFLINE.items():
+        monkeypatch.setenv(key, value)
+    raw = tmp_path / "FashionMNIST" / "raw"
+    shutil.copytree(data_root / "FashionMNIST" / "raw", raw)
+    resources = []  # the official four as .gz files only; the tiny ones stand in, with their own md5
+    for name, _ in torchvision.datasets.FashionMNIST.resources:
+        f = raw / name[: -len(".gz")]
+        f.with_suffix(".gz").write_bytes(gzip.compress(f.read_bytes()))
+        resources.append((name, hashlib.md5(f.with_suffix(".gz").read_bytes()).hexdigest()))
+        f.unlink()
+    monkeypatch.setattr(torchvision.datasets.FashionMNIST, "resources", resources)
+    name = resources[0][0]  # torchvision takes them in this order
+
+    def read_only(archive, *_):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), archive[: -len(".gz")])
+
+    with monkeypatch.context() as m:
+        m.setattr(torchvision.datasets.utils, "extract_archive", read_only)
+        code, err = main_exit(script, ["--data-root", str(tmp_path), "--ckpt", "x.pt"], capsys)
+    assert code == 2 and f"{name} is the official file, but extracting it there failed (Read-only file system)" in err
+    assert "download" not in err and "gunzip -k" in err, err
+    # Without the first file, torchvision stops there: a failed download, however the other three stand.
+    shutil.copytree(raw, tmp_path / "three" / "FashionMNIST" / "raw")
+    (tmp_path / "three" / "FashionMNIST" / "raw" / name).unlink()
+    code, err = main_exit(script, ["--data-root", str(tmp_path / "three"), "--ckpt", "x.pt"], capsys)
+    assert code == 2 and "FashionMNIST is not in" in err and "the download failed" in err, err
+    # Where it can be extracted, the same folder is the data: the README's "copy the .gz files there" works.
+    args = argparse.Namespace(dataset="fashion-mnist", data_root=str(tmp_path))
+    images = importlib.import_module(script).load_images(argparse.ArgumentParser(), args, torch.device("cpu"))
+    assert images.shape == (320, 1, 28, 28) and images.dtype == torch.uint8
 
 
 @pytest.mark.parametrize("variant", ["dcgan", "wgan"])

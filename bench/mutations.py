@@ -1021,6 +1021,23 @@ MUTATIONS = [
         ],
         "full_disk",
     ),
+    (
+        "dcgan.py",
+        "official .gz files that cannot be extracted (a read-only folder) reported as a failed download",
+        [("        if os.path.exists(gz) and not os.path.exists(extracted):  # e.g.", "        if False:  # e.g.")],
+        "cannot_be_extracted",
+    ),
+    (
+        "wgan.py",
+        "the data's files checked past the one torchvision stopped at: a missing first file blamed on the second",
+        [
+            (
+                "            break  # torchvision takes the files in order",
+                "            continue  # torchvision takes the files in order",
+            )
+        ],
+        "cannot_be_extracted",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
