@@ -24,6 +24,7 @@ if sys.version_info < (3, 10):  # noqa: UP036 (zip(strict=True) and more: one li
     sys.exit(2)
 
 import argparse
+import contextlib
 import hashlib
 import importlib
 import io
@@ -286,6 +287,12 @@ def describe(ckpt):
 def main(argv=None):
     p, args = parse_args(argv)
     ckpts = [(path, *load_checkpoint(p, path)) for path in args.ckpts]
+    for dataset in {c["args"]["dataset"] for _, c, _ in ckpts} if args.retrain_classifier else ():
+        folder = nearest_folder(os.path.join(args.data_root, DATASETS[dataset]))  # refused now, not after training
+        if not os.access(folder, os.W_OK):
+            p.error(
+                f"argument --retrain-classifier: cannot save it in {folder} (not writable): use another --data-root"
+            )
     rows, accuracies = [], {}
     for dataset in sorted({c["args"]["dataset"] for _, c, _ in ckpts}):
         train_x, train_y = load_split(p, args.data_root, dataset, train=True)
@@ -302,9 +309,12 @@ def main(argv=None):
             rows[-1].update(scores(*predict(model, samples), ref_features, ref_radii, args.k))
             if args.export:
                 out = os.path.join(args.export, os.path.splitext(os.path.basename(path))[0])
-                os.makedirs(out, exist_ok=True)
-                for i, image in enumerate(samples):
-                    torchvision.utils.save_image(image.add(1).div(2), os.path.join(out, f"{i:05d}.png"))
+                try:
+                    os.makedirs(out, exist_ok=True)
+                    for i, image in enumerate(samples):
+                        torchvision.utils.save_image(image.add(1).div(2), os.path.join(out, f"{i:05d}.png"))
+                except OSError as e:  # a full disk or quota: one line
+                    sys.exit(f"Cannot write the samples of {path} in {out} ({e.strerror or e})")
 
     columns = (
         "checkpoint | dataset | epochs | flags | FID (clf) | precision | recall | classes covered | KL | confidence"
@@ -317,8 +327,14 @@ def main(argv=None):
             f"{r['recall']:.3f} | {r['classes_covered']}/10 | {r['kl_uniform']:.3f} | {r['confidence']:.3f} |"
         )
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"classifier_test_accuracy": accuracies, "rows": rows}, f, indent=2)
+        text = json.dumps({"classifier_test_accuracy": accuracies, "rows": rows}, indent=2)
+        try:
+            with open(args.json, "w") as f:
+                f.write(text)
+        except OSError as e:  # a full disk or quota: one line, and no half-written JSON left behind
+            with contextlib.suppress(OSError):
+                os.remove(args.json)
+            sys.exit(f"Cannot write {args.json} ({e.strerror or e}): the table above has the numbers")
 
 
 if __name__ == "__main__":

@@ -78,12 +78,17 @@ def parse_args(argv=None):
             p.error(f"argument --out: cannot write {args.out!r} (its folder must exist, and it must not be a folder)")
         if os.path.splitext(args.out)[1].lower() not in Image.registered_extensions():
             p.error(f"argument --out: unknown image type {args.out!r} (use .png)")
+    folder = os.path.dirname(os.path.abspath(args.out or args.ckpt))  # the default figure goes beside the checkpoint
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):  # e.g. a TA's read-only folder of checkpoints
+        p.error(f"argument --out: cannot write in {folder} (not writable here): pass --out with a folder of yours")
     if args.logdir is not None:
         ancestor = os.path.abspath(args.logdir)
         while not os.path.exists(ancestor):
             ancestor = os.path.dirname(ancestor)
         if not os.path.isdir(ancestor):
             p.error(f"argument --logdir: cannot create {args.logdir!r} under the file {ancestor!r}")
+        if not os.access(ancestor, os.W_OK):
+            p.error(f"argument --logdir: cannot create {args.logdir!r} ({ancestor} is not writable here)")
     return p, args
 
 
@@ -232,7 +237,10 @@ def main(argv=None):
             name = f"{stem}_{k}"  # and its TensorBoard tag with it
             out = os.path.join(os.path.dirname(args.ckpt), f"{kind}_{name}.png")
     replaced = " (replacing the file there)" if args.out is not None and os.path.exists(out) else ""
-    canvas.save(out)
+    try:
+        canvas.save(out)
+    except OSError as e:  # a full disk or quota: one line (PIL removes the partial file)
+        sys.exit(f"Cannot write {out} ({e.strerror or e})")
     print(f"wrote {out}{replaced}: {grid.size(0)} rows x {grid.size(1)} columns")
     if args.logdir:
         from torch.utils.tensorboard import SummaryWriter  # only needed for this option

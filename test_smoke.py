@@ -1501,6 +1501,52 @@ def test_evaluate_bad_input_exits_2(trained, data_root, tmp_path, capsys):
     assert ev.parse_args([ckpt, "--n", "60000"])[1].n == 60000  # the whole training split is still allowed
 
 
+def test_perturb_and_evaluate_refuse_read_only_folders_and_stop_in_one_line_on_a_full_disk(
+    trained, data_root, tmp_path, capsys, monkeypatch
+):
+    """A TA's read-only folder of checkpoints, a shared read-only data root, a full disk: one line each, never a
+    traceback, and the refusals come before any drawing or scoring."""
+    if trained["variant"] != "gan":
+        pytest.skip("checked once")
+    import evaluate as ev
+    import perturb
+
+    ro, ckpt = tmp_path / "ro", tmp_path / "a.pt"
+    ro.mkdir()
+    shutil.copy(trained["cwd"] / "a.pt", ckpt)
+    shutil.copy(ckpt, ro / "a.pt")
+    access = os.access  # root may write anywhere, so the scripts' os is told that ro is read-only
+    read_only = lambda path, mode: not os.path.abspath(path).startswith(str(ro)) and access(path, mode)  # noqa: E731
+    for module in (perturb, ev):
+        monkeypatch.setattr(module, "os", argparse.Namespace(**{**vars(os), "access": read_only}))
+    for main, argv, message in [
+        (perturb.main, ["--ckpt", str(ro / "a.pt")], f"--out: cannot write in {ro} (not writable here): pass --out"),
+        (perturb.main, ["--ckpt", str(ckpt), "--logdir", str(ro / "tb")], f"--logdir: cannot create '{ro}/tb'"),
+        (ev.main, [str(ckpt), "--data-root", str(ro / "data"), "--retrain-classifier"], f"cannot save it in {ro} "),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err, (argv, err)
+    assert sorted(ro.iterdir()) == [ro / "a.pt"]
+    perturb.main(["--ckpt", str(ro / "a.pt"), "--out", str(tmp_path / "p.png")])  # --out elsewhere: the way out
+    assert Image.open(tmp_path / "p.png").size == (72 + 8 * 58 + 2, 16 + 15 * 58 + 2)
+
+    monkeypatch.setattr(ev, "open", FullDisk, raising=False)  # the JSON
+    monkeypatch.setattr(Image, "builtins", argparse.Namespace(open=FullDisk))  # every PNG: PIL opens with builtins
+    scored = [str(ckpt), "--data-root", str(data_root), "--n", "256"]
+    for main, argv, message in [
+        (perturb.main, ["--ckpt", str(ckpt), "--out", str(tmp_path / "f.png")], f"Cannot write {tmp_path}/f.png "),
+        (ev.main, [*scored, "--json", str(tmp_path / "s.json")], f"{tmp_path}/s.json (No space left on device): the"),
+        (ev.main, [*scored, "--export", str(tmp_path / "x")], f"Cannot write the samples of {ckpt} in {tmp_path}/x/a "),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert message in str(exc.value.code) and "No space left on device" in exc.value.code, (argv, exc.value.code)
+    assert "| real data |" in capsys.readouterr().out  # the JSON's failure came after the table
+    assert not (tmp_path / "f.png").exists() and not (tmp_path / "s.json").exists()  # no half-written files
+
+
 # ===== Hardening: bad paths, locks, corrupt data, crafted checkpoints (one line, exit status 2) =====
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_networks_too_large_for_memory_are_one_line(script, data_root, tmp_path, capsys, monkeypatch):
@@ -1640,18 +1686,33 @@ def test_the_lock_owner_is_looked_up_without_a_signal(script, tmp_path, monkeypa
         assert (tmp_path / "x.pt.lock").read_text() == f"{os.getpid()}@{socket.gethostname()}"
 
 
+class FullDisk:
+    """open() onto a disk that fills up: the first write puts part of its data in the file, then fails."""
+
+    def __init__(self, path, mode="r", *args, **kwargs):
+        self.file = open(path, mode, *args, **kwargs)  # noqa: SIM115 (closed by close() or the with block)
+
+    def write(self, data):
+        self.file.write(data[:100])
+        self.file.flush()
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(script, tmp_path, monkeypatch):
     """torch.save onto a full disk raised "basic_ios::clear: iostream error" in a traceback, naming no disk at all."""
     module = importlib.import_module(script)
     path = tmp_path / "x.pt"
     module.save_checkpoint(str(path), {"epoch": 1})
-
-    class FullDisk(io.FileIO):
-        def write(self, data):
-            super().write(bytes(data[:100]))  # part of the checkpoint, then the disk is full
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
     monkeypatch.setattr(module, "open", FullDisk, raising=False)  # the script's own open, nobody else's
     for target, kept in [(path, "the previous one is kept"), (tmp_path / "new.pt", "nothing was saved")]:
         with pytest.raises(SystemExit) as stop:

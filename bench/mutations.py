@@ -1038,6 +1038,47 @@ MUTATIONS = [
         ],
         "cannot_be_extracted",
     ),
+    (
+        "perturb.py",
+        "the default figure written beside a checkpoint in a read-only folder: a PIL traceback after drawing",
+        [("    if os.path.isdir(folder) and not os.access(folder, os.W_OK):  # e.g.", "    if False:  # e.g.")],
+        "read_only_folders",
+    ),
+    (
+        "perturb.py",
+        "--logdir in a read-only folder: TensorBoard's makedirs traceback after drawing",
+        [("        if not os.access(ancestor, os.W_OK):", "        if False:")],
+        "read_only_folders",
+    ),
+    (
+        "perturb.py",
+        "a full disk under the figure ends in PIL's traceback",
+        [("    except OSError as e:  # a full disk or quota: one line (PIL", "    except ValueError as e:  # (PIL")],
+        "read_only_folders",
+    ),
+    (
+        "evaluate.py",
+        "--retrain-classifier into a read-only --data-root: refused only after training, by torch.save's traceback",
+        [("if not os.access(folder, os.W_OK):", "if False:")],
+        "read_only_folders",
+    ),
+    (
+        "evaluate.py",
+        "a full disk under --json leaves a half-written JSON behind",
+        [("            with contextlib.suppress(OSError):\n                os.remove(args.json)\n", "")],
+        "read_only_folders",
+    ),
+    (
+        "evaluate.py",
+        "a full disk under --export ends in PIL's traceback",
+        [
+            (
+                "                except OSError as e:  # a full disk or quota: one line",
+                "                except ValueError as e:",
+            )
+        ],
+        "read_only_folders",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
