@@ -314,6 +314,8 @@ def check_writable(p, flag, path, folder=False):
 def running(pid):
     """Whether process pid exists, asked without a signal: on Windows os.kill(pid, 0) sends CTRL_C_EVENT (it is 0) to
     the whole console, this run included, so there the process is opened and asked whether it has ended."""
+    if pid >= 2**31:  # no process has such a number (a lock edited by hand); os.kill would overflow
+        return False
     if os.name == "nt":
         import _winapi  # the standard library's own Windows calls (subprocess and multiprocessing use them)
 
@@ -348,7 +350,7 @@ def checkpoint_lock(p, path):
             with open(lock) as f:
                 text = f.read().strip()
             owner, _, host = text.partition("@")
-            pid = int(owner) if owner.isdigit() else 0  # empty: its owner is still writing it
+            pid = int(owner) if owner.isdecimal() else 0  # empty: its owner is still writing it
             # A run on another machine sharing this folder (a cluster's home) has a pid that means nothing here.
             where = "" if host in ("", socket.gethostname()) else f" on {host}"
             # Its run was killed: the lock is stale. So it is if its pid is ours (a container's runs all get pid 1).
@@ -568,6 +570,9 @@ def save_report_figures(run_dir, args, history, real, fake, step_losses, steps):
 def main(argv=None):
     p, args, typed = parse_args(argv)
     check_writable(p, "--ckpt", args.ckpt)
+    # train() turns Ctrl-C and kills into "save after this step"; the handlers before it come back when it ends, or
+    # a notebook that called main() could no longer interrupt anything.
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     with checkpoint_lock(p, args.ckpt):  # released however the run ends
         try:
             train(p, args, typed)
@@ -575,6 +580,10 @@ def main(argv=None):
             if "out of memory" not in str(e) and "can't allocate memory" not in str(e):
                 raise
             p.error(f"out of memory ({str(e).splitlines()[0]}): try a smaller --batch-size or --latent-dim")
+        finally:
+            for signum, handler in handlers.items():
+                if handler is not None:  # None: a handler set outside Python, which cannot be put back
+                    signal.signal(signum, handler)
 
 
 def train(p, args, typed):

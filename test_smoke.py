@@ -130,13 +130,16 @@ def load(path):
 
 
 def run_main(script, argv):
-    """Runs a script's main() in this process (no torch import to pay) and restores the signal handlers it sets."""
+    """Runs a script's main() in this process (no torch import to pay), which must leave the signal handlers as it
+    found them however it ends: a notebook that calls main() needs its Ctrl-C back."""
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         importlib.import_module(script).main(argv)
     finally:
-        for signum, handler in handlers.items():
+        left = {signum: signal.getsignal(signum) for signum in handlers}
+        for signum, handler in handlers.items():  # the next test's, whatever happened
             signal.signal(signum, handler)
+        assert left == handlers, f"{script}.main() left its signal handlers installed"
 
 
 def run_quietly(script, argv):
@@ -1631,7 +1634,8 @@ def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkey
     dead, host = dead.stdout.strip(), socket.gethostname()
     # Its run was killed: the lock is taken over. So it is when the number is this run's own: in a container every
     # run is pid 1, and the killed run's lock would otherwise name a live process, this one, forever.
-    for owner in (f"{dead}@{host}", dead, f"{os.getpid()}@{host}"):  # (a lock of before the host was written)
+    # A number no process can have (a lock edited by hand) is stale too, not os.kill's OverflowError.
+    for owner in (f"{dead}@{host}", dead, f"{os.getpid()}@{host}", f"{2**64}@{host}"):  # dead alone: an old lock
         (tmp_path / "x.pt.lock").write_text(owner)
         with gan.checkpoint_lock(None, "x.pt"):
             assert (tmp_path / "x.pt.lock").read_text() == f"{os.getpid()}@{host}"
@@ -1642,6 +1646,10 @@ def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkey
         pass  # (the lock alone: were it taken over, a run would start training here)
     err = capsys.readouterr().err
     assert refused.value.code == 2 and f"in use by another run (pid {dead} on another-node)" in err
+    (tmp_path / "x.pt.lock").write_text("\u00b2")  # a digit int() cannot read: refused in one line, not a traceback
+    with pytest.raises(SystemExit) as refused, gan.checkpoint_lock(argparse.ArgumentParser(), "x.pt"):
+        pass
+    assert refused.value.code == 2 and "in use by another run (pid 0)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

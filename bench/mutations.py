@@ -1079,6 +1079,28 @@ MUTATIONS = [
         ],
         "read_only_folders",
     ),
+    (
+        "dcgan.py",
+        "main() leaves its Ctrl-C handler installed: a notebook that called it can no longer interrupt anything",
+        [
+            (
+                "                if handler is not None:  # None: a handler",
+                "                if False:  # None: a handler",
+            )
+        ],
+    ),
+    (
+        "gan.py",
+        "a lock naming a number no process can have (edited by hand) ends in os.kill's OverflowError",
+        [("    if pid >= 2**31:  # no process has such a number", "    if False:  # no process has such a number")],
+        "second_run_on_the_same",
+    ),
+    (
+        "gan.py",
+        "a lock holding a digit int() cannot read (a superscript two) ends in a ValueError traceback",
+        [("int(owner) if owner.isdecimal() else 0", "int(owner) if owner.isdigit() else 0")],
+        "second_run_on_the_same",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
