@@ -363,6 +363,19 @@ def checkpoint_lock(p, path):
             os.remove(lock)
 
 
+def replace(src, dst):
+    """os.replace, tried again for 3 s on Windows, which refuses it while another process holds either file open:
+    a virus scanner reading the file just written, or perturb.py loading the checkpoint."""
+    for wait in (0.1, 0.2, 0.4, 0.8, 1.6):
+        try:
+            return os.replace(src, dst)
+        except PermissionError:
+            if os.name != "nt":  # on POSIX it means what it says
+                raise
+            time.sleep(wait)
+    return os.replace(src, dst)
+
+
 def save_checkpoint(path, state):
     data = io.BytesIO()
     torch.save(state, data)  # in memory first: a full disk then fails in Python's write, which says so (torch's not)
@@ -370,7 +383,7 @@ def save_checkpoint(path, state):
     try:
         with open(tmp, "wb") as f:
             f.write(data.getbuffer())
-        os.replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
+        replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
     except OSError as e:  # a full disk or quota: one line, and the previous checkpoint stays
         kept = "the previous one is kept, and --resume continues it" if os.path.exists(path) else "nothing was saved"
         sys.exit(f"Cannot write {path} ({e.strerror or e}): {kept}")

@@ -1731,6 +1731,41 @@ def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(script, tmp_p
     assert load(path) == {"epoch": 1} and [f.name for f in tmp_path.iterdir()] == ["x.pt"]
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_checkpoint_held_open_on_windows_is_renamed_on_a_later_try(script, tmp_path, monkeypatch):
+    """Windows refuses os.replace while another process holds either file open (a virus scanner reading the file
+    just written, perturb.py loading the checkpoint): an epoch end must wait for it, not stop a 30-epoch run. No
+    Windows here: the script's own os answers as Windows would, and its time.sleep only counts the waits."""
+    module = importlib.import_module(script)
+    path = tmp_path / "x.pt"
+    module.save_checkpoint(str(path), {"epoch": 1})
+    system, waits = argparse.Namespace(**vars(os)), []
+    monkeypatch.setattr(module, "os", system)
+    monkeypatch.setattr(module, "time", argparse.Namespace(**{**vars(time), "sleep": waits.append}))
+
+    def held_for(refusals):
+        def replace(src, dst):
+            if len(waits) < refusals:
+                raise PermissionError(13, "Access is denied")
+            os.replace(src, dst)
+
+        return replace
+
+    system.name, system.replace = "nt", held_for(2)  # let go after two waits: written
+    module.save_checkpoint(str(path), {"epoch": 2})
+    assert load(path) == {"epoch": 2} and waits == [0.1, 0.2]
+    for name, waited in [("nt", [0.1, 0.2, 0.4, 0.8, 1.6]), ("posix", [])]:  # never let go; on POSIX, no retry
+        system.name, system.replace, waits[:] = name, held_for(99), []
+        with pytest.raises(SystemExit) as stop:
+            module.save_checkpoint(str(path), {"epoch": 3})
+        assert (
+            stop.value.code
+            == f"Cannot write {path} (Access is denied): the previous one is kept, and --resume continues it"
+        )
+        assert waits == waited and load(path) == {"epoch": 2}
+    assert [f.name for f in tmp_path.iterdir()] == ["x.pt"]
+
+
 def corrupt_copy(data_root, tmp_path, name, damage):
     raw = tmp_path / "FashionMNIST" / "raw"
     shutil.copytree(data_root / "FashionMNIST" / "raw", raw)

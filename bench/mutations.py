@@ -1101,6 +1101,18 @@ MUTATIONS = [
         [("int(owner) if owner.isdecimal() else 0", "int(owner) if owner.isdigit() else 0")],
         "second_run_on_the_same",
     ),
+    (
+        "wgan.py",
+        "a checkpoint held open by another process on Windows stops the run at once (no second try)",
+        [('            if os.name != "nt":  # on POSIX it means what it says', "            if True:")],
+        "held_open",
+    ),
+    (
+        "gan.py",
+        "a real permission denial on POSIX waited on for 3 s as if it were Windows' passing one",
+        [('            if os.name != "nt":  # on POSIX it means what it says', "            if False:")],
+        "held_open",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
