@@ -388,7 +388,7 @@ def save_checkpoint(path, state):
         kept = "the previous one is kept, and --resume continues it" if os.path.exists(path) else "nothing was saved"
         sys.exit(f"Cannot write {path} ({e.strerror or e}): {kept}")
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):  # gone once renamed; on Windows perhaps still held: left, not a traceback
             os.remove(tmp)
 
 

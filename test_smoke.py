@@ -1754,16 +1754,20 @@ def test_a_checkpoint_held_open_on_windows_is_renamed_on_a_later_try(script, tmp
     system.name, system.replace = "nt", held_for(2)  # let go after two waits: written
     module.save_checkpoint(str(path), {"epoch": 2})
     assert load(path) == {"epoch": 2} and waits == [0.1, 0.2]
+
+    def still_held(name):
+        raise PermissionError(13, "Access is denied", name)
+
+    kept = "the previous one is kept, and --resume continues it"
     for name, waited in [("nt", [0.1, 0.2, 0.4, 0.8, 1.6]), ("posix", [])]:  # never let go; on POSIX, no retry
         system.name, system.replace, waits[:] = name, held_for(99), []
+        system.remove = still_held if name == "nt" else os.remove  # nor the temp file: left, not a traceback
         with pytest.raises(SystemExit) as stop:
             module.save_checkpoint(str(path), {"epoch": 3})
-        assert (
-            stop.value.code
-            == f"Cannot write {path} (Access is denied): the previous one is kept, and --resume continues it"
-        )
+        assert stop.value.code == f"Cannot write {path} (Access is denied): {kept}"
         assert waits == waited and load(path) == {"epoch": 2}
-    assert [f.name for f in tmp_path.iterdir()] == ["x.pt"]
+        assert sorted(f.name for f in tmp_path.iterdir()) == ["x.pt"] + [f"x.pt.{os.getpid()}.tmp"] * (name == "nt")
+        (tmp_path / f"x.pt.{os.getpid()}.tmp").unlink(missing_ok=True)
 
 
 def corrupt_copy(data_root, tmp_path, name, damage):
