@@ -748,8 +748,11 @@ def train(p, args, typed):
 
     # The report's figures: milestones, progress.png, real (top) vs generated (bottom), and the loss curves.
     real = to_uint8(to_unit(images[epoch_order(n, args.seed, -1, device)[:8]]))
-    save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])), step_losses, steps)
     writer.close()
+    try:
+        save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])), step_losses, steps)
+    except OSError as e:  # a full disk, or the run's folder deleted meanwhile: one line; the checkpoint is whole
+        sys.exit(f"Cannot write the report's figures in {run_dir} ({e.strerror or e}); the run is saved in {args.ckpt}")
     print(f"Done: {args.ckpt}; progress.png, losses.png, images and TensorBoard events in {run_dir}")
 
 

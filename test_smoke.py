@@ -1770,6 +1770,24 @@ def test_a_checkpoint_held_open_on_windows_is_renamed_on_a_later_try(script, tmp
         (tmp_path / f"x.pt.{os.getpid()}.tmp").unlink(missing_ok=True)
 
 
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_a_full_disk_under_the_report_figures_is_one_line_after_a_whole_checkpoint(
+    script, small_data_root, tmp_path, monkeypatch
+):
+    """The figures come after the last checkpoint: a disk that fills up there (or a run folder deleted meanwhile)
+    must not end a finished run in PIL's traceback."""
+    monkeypatch.setattr(Image, "builtins", argparse.Namespace(open=FullDisk))  # every PNG: PIL opens with builtins
+    argv = ["--data-root", str(small_data_root), "--epochs", "1", "--batch-size", "16", "--log-every", "100"]
+    with pytest.raises(SystemExit) as stop:
+        run_main(script, [*argv, "--ckpt", str(tmp_path / "x.pt"), "--logdir", str(tmp_path / "runs")])
+    ckpt = load(tmp_path / "x.pt")
+    expected = f"Cannot write the report's figures in {ckpt['run_dir']} (No space left on device); the run is saved in"
+    assert str(stop.value.code).startswith(expected) and ckpt["epoch"] == 1
+    assert not list(Path(ckpt["run_dir"]).glob("*.png"))  # PIL removed what it could not finish
+    tag = f"{VARIANTS[script][2]}/Step/Loss_D"
+    assert [e.step for e in events(ckpt["run_dir"]).Scalars(tag)] == [1, 2]  # the curves are there all the same
+
+
 def corrupt_copy(data_root, tmp_path, name, damage):
     raw = tmp_path / "FashionMNIST" / "raw"
     shutil.copytree(data_root / "FashionMNIST" / "raw", raw)

@@ -1124,6 +1124,17 @@ MUTATIONS = [
         ],
         "held_open",
     ),
+    (
+        "dcgan.py",
+        "a full disk under the report's figures ends a finished run in PIL's traceback",
+        [
+            (
+                "    except OSError as e:  # a full disk, or the run's folder",
+                "    except ValueError as e:  # a full disk, or the run's folder",
+            )
+        ],
+        "under_the_report_figures",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
