@@ -66,7 +66,7 @@ MUTATIONS = [
         "checkpoint written in place, not atomically",
         [
             (
-                'open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n        os.replace(tmp, path)',
+                'open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n        replace(tmp, path)',
                 'open(path, "wb") as f:\n            f.write(data.getbuffer())',
             )
         ],
