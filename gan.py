@@ -381,8 +381,8 @@ def save_checkpoint(path, state):
     torch.save(state, data)  # in memory first: a full disk then fails in Python's write, which says so (torch's not)
     tmp = f"{path}.{os.getpid()}.tmp"  # unique: two writers never share a temp file
     try:
-        with open(tmp, "wb") as f:
-            f.write(data.getbuffer())
+        with open(tmp, "wb") as f, data.getbuffer() as view:  # the view released however the write ends
+            f.write(view)
         replace(tmp, path)  # atomic: a kill mid-write leaves the previous checkpoint intact
     except OSError as e:  # a full disk or quota: one line, and the previous checkpoint stays
         kept = "the previous one is kept, and --resume continues it" if os.path.exists(path) else "nothing was saved"

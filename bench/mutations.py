@@ -66,8 +66,9 @@ MUTATIONS = [
         "checkpoint written in place, not atomically",
         [
             (
-                'open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n        replace(tmp, path)',
-                'open(path, "wb") as f:\n            f.write(data.getbuffer())',
+                'open(tmp, "wb") as f, data.getbuffer() as view:  # the view released however the write ends\n'
+                "            f.write(view)\n        replace(tmp, path)",
+                'open(path, "wb") as f, data.getbuffer() as view:\n            f.write(view)',
             )
         ],
     ),
@@ -1004,7 +1005,8 @@ MUTATIONS = [
         "the checkpoint written by torch.save itself: a full disk is 'basic_ios::clear: iostream error' in a traceback",
         [
             (
-                '        with open(tmp, "wb") as f:\n            f.write(data.getbuffer())\n',
+                '        with open(tmp, "wb") as f, data.getbuffer() as view:'
+                "  # the view released however the write ends\n            f.write(view)\n",
                 "        torch.save(state, tmp)\n",
             )
         ],
