@@ -22,7 +22,7 @@
 #        gan_h2048_ls_lr4e-4_lrd8e-4
 #   2. bash bench/gpu_session.sh results wgan_gp      (two of its three seeds finish)
 #      (second because it is the row the CPU could not give and the one that may change the verdict: three CPU seeds
-#      after 5 of 30 epochs scored FID 25.16 +- 1.79, two after 15 scored 8.74 +- 0.49 (seed 2 after 20: 5.95),
+#      after 5 of 30 epochs scored FID 25.16 +- 1.79, three after 15 scored 8.74 +- 0.35 (seed 2 after 20: 5.95),
 #      below dcgan.py's recipe at 30 (13.22 +- 1.45), 10 classes each; docs/results_cpu.md, "wgan.py")
 #   3. bash bench/gpu_session.sh results wgan
 #   4. RESULTS_MPS=1 RESULTS_JOBS=6 bash bench/gpu_session.sh results dcgan dcgan_lr1e-4_lrd5e-5_ls dcgan_lr1e-4 \
