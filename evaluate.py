@@ -277,11 +277,12 @@ def generate(G, latent_dim, n, seed, batch=1000):
 
 
 def describe(ckpt):
-    a, flags = ckpt["args"], []
-    for key in ["hidden_dim", "latent_dim", "lr", "lr_d", "label_smoothing", "batch_size", "gp", "clip", "n_critic"]:
-        if a.get(key) is not None and key in a:
-            flags.append(f"{key.replace('_', '-')} {a[key]:g}")
-    return ", ".join(flags)
+    """Every hyper-parameter of the run, the seed and betas included: rows that differ in one are told apart."""
+    skipped = gan.RESUMABLE + ("overwrite", "dataset")  # paths, devices and lengths; the dataset has its column
+    own = {key: value for key, value in ckpt["args"].items() if key not in skipped and value is not None}
+    return ", ".join(
+        f"{key.replace('_', '-')} {format(v, 'g') if isinstance(v, float) else v}" for key, v in own.items()
+    )
 
 
 def main(argv=None):

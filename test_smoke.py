@@ -1393,6 +1393,29 @@ def test_evaluate_table_json_and_determinism(trained, data_root, tmp_path, capsy
     assert again == lines
 
 
+def test_evaluate_tells_apart_runs_that_differ_in_one_hyper_parameter():
+    """The table's flags column once left out the seed and the betas: `--gp 10` and `--gp 10 --beta1 0`, or three
+    seeds of one configuration, printed the same row label. Every flag of every script but paths, devices, lengths
+    and the dataset (a column of its own) must show, and those must not."""
+    import evaluate as ev
+
+    not_shown = {"dataset", "data_root", "epochs", "ckpt", "resume", "overwrite", "device", "cuda_graph", "logdir"}
+    not_shown |= {"log_every"}
+    for script, flags in [("gan", []), ("dcgan", []), ("wgan", []), ("wgan", ["--gp", "10"])]:
+        args = vars(importlib.import_module(script).parse_args(flags)[1])
+        shown = ev.describe({"args": args})
+        for key, value in args.items():
+            changed = {**args, key: "elsewhere" if isinstance(value, str) else (value or 0) + 1}
+            if key in not_shown:
+                assert ev.describe({"args": changed}) == shown, (script, key)
+            elif value is not None:  # None: not this mode's (--clip with --gp)
+                assert ev.describe({"args": changed}) != shown, (script, key)
+    args = vars(importlib.import_module("wgan").parse_args(["--gp", "10", "--beta1", "0", "--seed", str(2**32 - 1)])[1])
+    assert ev.describe({"args": args}) == (
+        "batch-size 128, lr 0.0001, beta1 0, beta2 0.9, n-critic 5, gp 10, latent-dim 100, seed 4294967295"
+    )
+
+
 def test_evaluate_refuses_a_tampered_classifier_and_retrains_on_request(trained, data_root, tmp_path, capsys):
     if trained["variant"] != "gan":
         pytest.skip("checked once")

@@ -1137,6 +1137,23 @@ MUTATIONS = [
         ],
         "under_the_report_figures",
     ),
+    (
+        "evaluate.py",
+        "the table's flags column leaves out the seed and the betas: two configurations, or three seeds, share a label",
+        [
+            (
+                'skipped = gan.RESUMABLE + ("overwrite", "dataset")',
+                'skipped = gan.RESUMABLE + ("overwrite", "dataset", "seed", "beta1", "beta2")',
+            )
+        ],
+        "tells_apart",
+    ),
+    (
+        "evaluate.py",
+        "the seed printed as a float in the flags column: 4294967295 becomes 4.29497e+09",
+        [("format(v, 'g') if isinstance(v, float) else v", "format(v, 'g')")],
+        "tells_apart",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
