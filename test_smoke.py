@@ -770,7 +770,9 @@ def test_each_grid_is_the_generator_of_its_moment_on_one_fixed_z(trained):
 
 
 def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
-    acc = events(run_dir_of(trained, "a.pt"))
+    run_dir = run_dir_of(trained, "a.pt")  # TensorBoard lists runs by folder: the name says script, mode and seed
+    assert run_dir.name.startswith(f"{trained['variant']}_fashion-mnist_seed0_"), run_dir.name
+    acc = events(run_dir)
     tags, tag = acc.Tags(), trained["tag"]
     for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator"]:
         assert [e.step for e in acc.Scalars(name)] == [1, 2]  # at the x of the images of the same moment

@@ -485,7 +485,8 @@ def epoch_order(n, seed, epoch, device):
 
 
 def new_run_dir(p, args):
-    base = os.path.join(args.logdir, f"{SCRIPT}_{args.dataset}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}")
+    name = f"{SCRIPT}-gp" if args.gp else SCRIPT  # TensorBoard lists runs by folder: the two modes told apart
+    base = os.path.join(args.logdir, f"{name}_{args.dataset}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}")
     for k in range(1, 1000):
         run_dir = base if k == 1 else f"{base}_{k}"
         try:

@@ -1154,6 +1154,12 @@ MUTATIONS = [
         [("format(v, 'g') if isinstance(v, float) else v", "format(v, 'g')")],
         "tells_apart",
     ),
+    (
+        "wgan.py",
+        "--clip and --gp runs share one name in TensorBoard's run list (wgan_<dataset>_seed<seed>_<time>)",
+        [('name = f"{SCRIPT}-gp" if args.gp else SCRIPT', "name = SCRIPT")],
+        "tensorboard_holds",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
