@@ -605,7 +605,8 @@ def train(p, args, typed):
         for key, value in ckpt["args"].items():  # the run's own flags win, except the ones meant to change
             if key not in RESUMABLE:
                 if key in typed and typed[key] != value:  # refused, not silently ignored
-                    p.error(f"argument --{key.replace('_', '-')}: this run has {value}; --resume keeps it")
+                    had = f"has {value}" if value is not None else "was started without it"  # not "has None"
+                    p.error(f"argument --{key.replace('_', '-')}: this run {had}; --resume keeps the run's own flags")
                 setattr(args, key, value)
         if ckpt["epoch"] >= args.epochs:
             p.error(f"--resume: {args.ckpt} already has {ckpt['epoch']} epochs; ask for more with --epochs")

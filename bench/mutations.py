@@ -1160,6 +1160,12 @@ MUTATIONS = [
         [('name = f"{SCRIPT}-gp" if args.gp else SCRIPT', "name = SCRIPT")],
         "tensorboard_holds",
     ),
+    (
+        "dcgan.py",
+        "a flag the resumed run was started without refused as 'this run has None'",
+        [('had = f"has {value}" if value is not None else "was started without it"', 'had = f"has {value}"')],
+        "resume_refuses_flags",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
