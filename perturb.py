@@ -60,11 +60,10 @@ def parse_args(argv=None):
     p.add_argument("--scale", type=int, default=2, help="pixels per image pixel in the PNG (1-32)")
     p.add_argument("--logdir", help="also write the figure to TensorBoard in this folder")
     args = p.parse_args(argv)
-    for name, most in [("n_samples", 1000), ("steps", 1000), ("scale", 32)]:  # past most: a picture no one can open
-        if getattr(args, name) < (2 if name == "steps" else 1):
-            p.error(f"argument --{name.replace('_', '-')}: too small ({getattr(args, name)})")
-        if getattr(args, name) > most:
-            p.error(f"argument --{name.replace('_', '-')}: too large ({getattr(args, name)}; at most {most})")
+    for name, least, most in [("n_samples", 1, 1000), ("steps", 2, 1000), ("scale", 1, 32)]:
+        value = getattr(args, name)
+        if not least <= value <= most:  # past most: a picture no one can open
+            p.error(f"argument --{name.replace('_', '-')}: must be in [{least}, {most}], got {value}")
     if not 0 <= args.seed < 2**32:  # torch takes 64 bits; the training scripts' range, one line and not a traceback
         p.error(f"argument --seed: must be in [0, 2^32), got {args.seed}")
     if args.interpolate and args.vectors is None and args.n_samples < 2:

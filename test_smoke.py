@@ -1308,6 +1308,8 @@ def test_perturb_bad_input_exits_2(trained, tmp_path, capsys):
         (["--ckpt", ckpt, "--vectors", str(tmp_path / "narrow.txt")], "needs 100 numbers a line"),
         (["--ckpt", ckpt, "--vectors", str(tmp_path / "none.txt")], "cannot read"),
         (["--ckpt", ckpt, "--interpolate", "--n-samples", "1"], "needs at least 2 base vectors"),
+        (["--ckpt", ckpt, "--interpolate", "--steps", "1"], "--steps: must be in [2, 1000], got 1"),  # both ends
+        (["--ckpt", ckpt, "--n-samples", "0"], "--n-samples: must be in [1, 1000], got 0"),
     ]
     for flags, message in cases:
         with pytest.raises(SystemExit) as exc:
@@ -1969,7 +1971,7 @@ def test_perturb_refuses_bad_numbers_and_paths_and_names_each_figure(trained, tm
     for flags in [["--n-samples", "100000"], ["--steps", "1001"], ["--scale", "33"]]:  # asked of the parser alone:
         with pytest.raises(SystemExit) as exc:  # without the ceiling, the figure itself would take gigabytes
             perturb.parse_args(["--ckpt", str(ckpt), *flags])
-        assert exc.value.code == 2 and "too large" in capsys.readouterr().err, flags
+        assert exc.value.code == 2 and f"{flags[0]}: must be in [" in capsys.readouterr().err, flags
     # Each flag within its ceiling, their product not: 15 rows x 1000 columns of 86-pixel cells, 113 megapixels.
     with pytest.raises(SystemExit) as exc:
         perturb.main(["--ckpt", str(ckpt), "--n-samples", "1000", "--scale", "3", "--out", str(tmp_path / "big.png")])

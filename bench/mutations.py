@@ -940,7 +940,7 @@ MUTATIONS = [
     (
         "perturb.py",
         "--n-samples, --steps and --scale without a ceiling: --n-samples 100000 asks for gigabytes of picture",
-        [("        if getattr(args, name) > most:", "        if False:")],
+        [("        if not least <= value <= most:", "        if not least <= value:")],
     ),
     (
         "evaluate.py",
@@ -1165,6 +1165,12 @@ MUTATIONS = [
         "a flag the resumed run was started without refused as 'this run has None'",
         [('had = f"has {value}" if value is not None else "was started without it"', 'had = f"has {value}"')],
         "resume_refuses_flags",
+    ),
+    (
+        "perturb.py",
+        "--steps 1 accepted: a sweep or a walk of one column, which shows neither",
+        [('("steps", 2, 1000)', '("steps", 1, 1000)')],
+        "perturb_bad_input",
     ),
 ]
 
