@@ -421,6 +421,10 @@ def pick_device(p, name):
     if name == "auto":
         mps = getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
         name = "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    try:
+        torch.device(name)
+    except RuntimeError:  # torch's reason lists twenty device types, most of which cannot train
+        p.error(f"argument --device: {name!r} is not a device name (use auto, cpu, cuda, cuda:N or mps)")
     if name.startswith("mps") and not torch.backends.mps.is_available():  # torch's own reason runs on for a page
         p.error(f"argument --device: {name} is not usable here (MPS, the GPU backend of Macs, is not available)")
     try:

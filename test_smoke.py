@@ -1601,6 +1601,7 @@ def test_bad_output_paths_are_refused_before_any_training(script, tmp_path, caps
         (["--ckpt", "x.pt", "--logdir", str(tmp_path / "a_file" / "runs")], "--logdir: cannot write"),
         (["--ckpt", "x.pt", "--seed", str(2**64)], "--seed: must be in [0, 2^32)"),
         (["--ckpt", "x.pt", "--device", "meta"], "--device: meta cannot train"),
+        (["--ckpt", "x.pt", "--device", "gpu"], "--device: 'gpu' is not a device name (use auto, cpu, cuda, cuda:N"),
     ]
     if not torch.backends.mps.is_available():  # torch's own reason would run to 3,000 characters on one line
         cases.append((["--ckpt", "x.pt", "--device", "mps"], "--device: mps is not usable here (MPS"))

@@ -1172,6 +1172,12 @@ MUTATIONS = [
         [('("steps", 2, 1000)', '("steps", 1, 1000)')],
         "perturb_bad_input",
     ),
+    (
+        "wgan.py",
+        "--device gpu answered with torch's list of twenty device types, most of which cannot train",
+        [("        torch.device(name)\n", "        pass\n")],
+        "bad_output_paths",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
