@@ -2214,6 +2214,25 @@ def test_results_script_refuses_its_own_flags_after_extra_before_any_work(tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_results_script_refuses_unwritable_out_and_figure_before_any_work(tmp_path, capsys):
+    """An out folder under a file was a traceback, and an unwritable --figure failed only after every run trained."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import results
+
+    (tmp_path / "a_file").write_text("")
+    no_data = ["--data-root", str(tmp_path / "no_data")]  # past the checks, the data's own refusal: a wrong message
+    for argv, message in [
+        ([str(tmp_path / "a_file" / "out")], "argument out: cannot create the folder"),
+        ([str(tmp_path / "a_file")], "argument out: cannot create the folder"),
+        ([str(tmp_path / "out"), "--figure", str(tmp_path / "nodir" / "f.png")], "argument --figure: cannot write"),
+        ([str(tmp_path / "out"), "--figure", str(tmp_path)], "argument --figure: cannot write"),
+    ]:
+        with pytest.raises(SystemExit) as stop:
+            results.main([*argv, *no_data])
+        assert stop.value.code == 2 and message in capsys.readouterr().err.splitlines()[-1], argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no out folder made, nothing trained
+
+
 def test_results_script_refuses_bad_seeds_and_sample_counts_before_any_work(tmp_path, capsys):
     """A --n that evaluate.py refuses was found only after 30 epochs of training, and a bad seed by each run."""
     sys.path.insert(0, str(ROOT / "bench"))

@@ -1178,6 +1178,18 @@ MUTATIONS = [
         [("        torch.device(name)\n", "        pass\n")],
         "bad_output_paths",
     ),
+    (
+        "bench/results.py",
+        "an unwritable --figure found only after every run's training",
+        [("    if args.figure is not None and not evaluate.writable_file(args.figure):", "    if False:")],
+        "unwritable_out_and_figure",
+    ),
+    (
+        "bench/results.py",
+        "an out folder that cannot be made (a file in the way) ends in os.makedirs' traceback",
+        [("    except OSError as e:  # a file in the way, a read-only parent", "    except ValueError as e:  # (")],
+        "unwritable_out_and_figure",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each

@@ -253,7 +253,12 @@ def refuse(message):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.makedirs(args.out, exist_ok=True)
+    if args.figure is not None and not evaluate.writable_file(args.figure):  # now, not after every run's training
+        refuse(f"argument --figure: cannot write {args.figure!r} (its folder must exist, and it must not be a folder)")
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only parent: one line, not a traceback
+        refuse(f"argument out: cannot create the folder {args.out!r} ({e.strerror})")
     extract_data(args)
     names = args.only or list(CONFIGS)
     jobs = [(name, seed) for name in names for seed in args.seeds]
