@@ -467,7 +467,17 @@ def epoch_order(n, seed, epoch, device):
 
 
 def new_run_dir(p, args):
-    base = os.path.join(args.logdir, f"{SCRIPT}_{args.dataset}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}")
+    # TensorBoard lists runs by folder: the name holds every hyper-parameter that differs from its default, so
+    # that the settings compared for question 3 read apart in its run list (beta1=0, not beta10).
+    name = SCRIPT
+    defaults = vars(parse_args([])[1])
+    changed = "".join(
+        f"_{key.replace('_', '-')}={format(value, 'g') if isinstance(value, float) else value}"
+        for key, value in vars(args).items()
+        if key not in RESUMABLE + ("overwrite", "dataset", "seed") and value != defaults[key]
+    )
+    run_name = f"{name}_{args.dataset}{changed}_seed{args.seed}_{datetime.now():%Y%m%d-%H%M%S}"
+    base = os.path.join(args.logdir, run_name)
     for k in range(1, 1000):
         run_dir = base if k == 1 else f"{base}_{k}"
         try:

@@ -770,8 +770,9 @@ def test_each_grid_is_the_generator_of_its_moment_on_one_fixed_z(trained):
 
 
 def test_tensorboard_holds_the_handout_tags_images_graph_and_hparams(trained):
-    run_dir = run_dir_of(trained, "a.pt")  # TensorBoard lists runs by folder: the name says script, mode and seed
-    assert run_dir.name.startswith(f"{trained['variant']}_fashion-mnist_seed0_"), run_dir.name
+    run_dir = run_dir_of(trained, "a.pt")  # TensorBoard lists runs by folder: script, mode, changed flags, seed
+    flags = "_batch-size=16" + ("_n-critic=2" if trained["variant"].startswith("wgan") else "")  # --gp 10: default
+    assert run_dir.name.startswith(f"{trained['variant']}_fashion-mnist{flags}_seed0_"), run_dir.name
     acc = events(run_dir)
     tags, tag = acc.Tags(), trained["tag"]
     for name in [f"{tag}/Loss/Discriminator", f"{tag}/Loss/Generator"]:
@@ -1647,9 +1648,50 @@ def test_runs_started_in_the_same_second_get_folders_of_their_own(tmp_path, monk
 
     moment = gan.datetime(2026, 1, 1)
     monkeypatch.setattr(gan, "datetime", argparse.Namespace(now=lambda: moment))  # both in the same second
-    args = argparse.Namespace(logdir=str(tmp_path), dataset="mnist", seed=0)
-    first, second = gan.new_run_dir(None, args), gan.new_run_dir(None, args)
+    p, args, _ = gan.parse_args(["--dataset", "mnist", "--logdir", str(tmp_path)])
+    first, second = gan.new_run_dir(p, args), gan.new_run_dir(p, args)
     assert first != second and Path(first).is_dir() and Path(second).name == Path(first).name + "_2"
+
+
+def test_run_folders_name_each_hyper_parameter_that_differs_from_its_default(tmp_path, monkeypatch):
+    """TensorBoard lists runs by folder. Named by script, dataset and seed alone, `dcgan.py` and `dcgan.py --lr 1e-4`,
+    two of the settings question 3 compares, read apart only by the second each started."""
+    from datetime import datetime
+
+    not_named = {"dataset", "data_root", "epochs", "ckpt", "resume", "overwrite", "device", "cuda_graph", "logdir"}
+    not_named |= {"log_every", "seed"}  # the seed has its own place in the name
+
+    def name(script, args):
+        args.logdir = str(tmp_path / str(len(list(tmp_path.iterdir()))))  # a folder each: no "_2" suffixes
+        return Path(importlib.import_module(script).new_run_dir(None, args)).name
+
+    for script, mode, bare in [
+        ("gan", [], "gan"),
+        ("dcgan", [], "dcgan"),
+        ("wgan", [], "wgan"),
+        ("wgan", ["--gp", "10"], "wgan-gp"),
+    ]:
+        module = importlib.import_module(script)
+        monkeypatch.setattr(module, "datetime", argparse.Namespace(now=lambda: datetime(2026, 1, 1)))
+        elsewhere = ["--epochs", "3", "--log-every", "5", "--device", "cpu", "--no-cuda-graph", "--ckpt", "x.pt"]
+        args = module.parse_args([*mode, *elsewhere, "--data-root", "d", "--overwrite"])[1]  # none of them named
+        assert name(script, args) == f"{bare}_fashion-mnist_seed0_20260101-000000"
+        for key, value in vars(args).items():
+            if key not in not_named and value is not None:  # None: not this mode's (--clip with --gp)
+                changed = argparse.Namespace(**{**vars(args), key: value + 1})
+                shown = f"_{key.replace('_', '-')}={format(value + 1, 'g')}_seed0_"
+                assert name(script, changed) == f"{bare}_fashion-mnist{shown}20260101-000000", (script, key)
+    cases = [
+        ("gan", ["--lr", "4e-4", "--lr-d", "8e-4", "--hidden-dim", "2048", "--label-smoothing", "0.1", "--seed", "2"]),
+        ("wgan", ["--clip", "0.01", "--seed", "1", "--dataset", "mnist"]),
+        ("wgan", ["--gp", "10", "--beta1", "0", "--beta2", "0.9"]),
+    ]
+    names = [name(script, importlib.import_module(script).parse_args(flags)[1]) for script, flags in cases]
+    assert names == [
+        "gan_fashion-mnist_lr=0.0004_lr-d=0.0008_hidden-dim=2048_label-smoothing=0.1_seed2_20260101-000000",
+        "wgan_mnist_seed1_20260101-000000",  # the handout's clipping, typed: the default
+        "wgan-gp_fashion-mnist_beta1=0_seed0_20260101-000000",  # not beta10
+    ]
 
 
 def test_a_second_run_on_the_same_checkpoint_is_refused(tmp_path, capsys, monkeypatch):

@@ -1190,6 +1190,24 @@ MUTATIONS = [
         [("    except OSError as e:  # a file in the way, a read-only parent", "    except ValueError as e:  # (")],
         "unwritable_out_and_figure",
     ),
+    (
+        "wgan.py",
+        "run folders name a flag without '=': --beta1 0 reads beta10",
+        [("f\"_{key.replace('_', '-')}={format(", "f\"_{key.replace('_', '-')}{format(")],
+        "run_folders_name",
+    ),
+    (
+        "wgan.py",
+        "a --gp run named against clipping's defaults: every WGAN-GP run lists lr, beta1, beta2 and gp",
+        [('defaults = vars(parse_args(["--gp", "10"] if args.gp else [])[1])', "defaults = vars(parse_args([])[1])")],
+        "run_folders_name",
+    ),
+    (
+        "gan.py",
+        "the seed named twice in a run folder (seed=2_seed2)",
+        [('RESUMABLE + ("overwrite", "dataset", "seed")', 'RESUMABLE + ("overwrite", "dataset")')],
+        "run_folders_name",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
