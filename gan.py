@@ -28,6 +28,7 @@ import io
 import math
 import os
 import socket
+import threading
 import time
 import warnings
 from collections import OrderedDict
@@ -437,7 +438,8 @@ def pick_device(p, name):
 
 
 def diverged(args, writer, epoch, step):
-    writer.close()  # its thread is a daemon: the events it has not written yet would die with the process
+    with contextlib.suppress(OSError):  # not train()'s TensorBoard handler: it would save the NaN weights
+        writer.close()  # its thread is a daemon: the events it has not written yet would die with the process
     kept = f"the last good checkpoint is {args.ckpt}" if os.path.exists(args.ckpt) else "no checkpoint was written"
     sys.exit(f"Epoch {epoch:02d} | Step {step:04d}: a loss is NaN or infinite, stopping ({kept}). Try a lower --lr.")
 
@@ -594,6 +596,9 @@ def main(argv=None):
     # train() turns Ctrl-C and kills into "save after this step"; the handlers before it come back when it ends, or
     # a notebook that called main() could no longer interrupt anything.
     handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # TensorBoard's writer thread prints a traceback for what it cannot write; train() says it in one line instead.
+    thread_hook = threading.excepthook
+    threading.excepthook = lambda a: None if type(a.thread).__name__ == "_AsyncWriterThread" else thread_hook(a)
     with checkpoint_lock(p, args.ckpt):  # released however the run ends
         try:
             train(p, args, typed)
@@ -604,6 +609,7 @@ def main(argv=None):
                 f"out of memory ({str(e).splitlines()[0]}): try a smaller --batch-size, --latent-dim or --hidden-dim"
             )
         finally:
+            threading.excepthook = thread_hook
             for signum, handler in handlers.items():
                 if handler is not None:  # None: a handler set outside Python, which cannot be put back
                     signal.signal(signum, handler)
@@ -672,93 +678,104 @@ def train(p, args, typed):
         figures = {"history": history, "step_losses": step_losses}  # what the report's figures are drawn from
         return meta | extra | paths | figures | {key: part.state_dict() for key, part in parts.items()}
 
-    global_step = start_epoch * steps + start_step
-    # purge_step drops what a killed run logged after its checkpoint; the last step it kept is global_step.
-    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if same else None)
-    if not same:
-        table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
-        writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
-        model = nn.Sequential(OrderedDict(G=G, D=D))  # add_graph traces it in eval mode: batch norm stays put
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # add_graph traces (deprecated in torch)
-            writer.add_graph(model, fixed_noise[:1])  # the handout's question 3; one z: tracing runs G and D 3 times
-    if ckpt is None:
-        history[0] = to_uint8(sample(G, fixed_noise))
-        writer.add_image("Generated Images", torchvision.utils.make_grid(history[0]), 0)
-    how = " (CUDA graph; --no-cuda-graph for eager)" if graph else ""
-    print(f"{SCRIPT}.py on {device}{how} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
-
     real_label = 1.0 - args.label_smoothing
 
     def step(batch):  # the loop's body; on a GPU it is recorded once and replayed (see CUDAGraphStep)
         return train_step(to_unit(images[batch]), D, G, loss_func, optim_D, optim_G, args.latent_dim, real_label)
 
     graphed_step = CUDAGraphStep(step) if graph else step
-    stop = []
-    for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a scheduler's or Colab's kill: finish the step, save
-        signal.signal(signum, lambda got, _: stop.append(got))
-    for epoch in range(start_epoch, args.epochs):
-        order = epoch_order(n, args.seed, epoch, device)
-        t0, pending, first = time.perf_counter(), [], start_step if epoch == start_epoch else 0
-        for i in range(first, steps):
-            end = (i + 1) * args.batch_size if i + 1 < steps else n  # the last batch takes what is left
-            batch = order[i * args.batch_size : end]
-            try:  # the last, smaller batch runs eagerly: a graph replays one shape
-                losses = graphed_step(batch) if batch.size(0) == args.batch_size else step(batch)
-            except RuntimeError as e:  # BCELoss refuses NaN probabilities: the weights have diverged
-                if not refused_nan(e):
-                    raise
-                diverged(args, writer, epoch, i + 1)
-            pending.append(losses)  # stays on the device: no sync per step
-            if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:
-                try:
-                    values, pending = torch.stack(pending).cpu(), []  # one sync per log line
-                except RuntimeError as e:  # where a GPU reports BCELoss's refusal
+    global_step = start_epoch * steps + start_step
+    # purge_step drops what a killed run logged after its checkpoint; the last step it kept is global_step.
+    writer = SummaryWriter(run_dir, purge_step=global_step + 1 if same else None)
+    at = (start_epoch, start_step)  # how far the bookkeeping has got: what a checkpoint saved now would hold
+    try:  # TensorBoard's writer thread fails in the background; the next write raises its error here
+        if not same:
+            table = "\n".join(f"|{key}|{value}|" for key, value in vars(args).items())
+            writer.add_text("hyperparameters", f"|flag|value|\n|-|-|\n{table}")
+            model = nn.Sequential(OrderedDict(G=G, D=D))  # add_graph traces it in eval mode: batch norm stays put
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", r"`torch\.jit\.trace")  # add_graph traces (deprecated in torch)
+                writer.add_graph(model, fixed_noise[:1])  # handout's question 3; one z: tracing runs G and D 3 times
+        if ckpt is None:
+            history[0] = to_uint8(sample(G, fixed_noise))
+            writer.add_image("Generated Images", torchvision.utils.make_grid(history[0]), 0)
+        how = " (CUDA graph; --no-cuda-graph for eager)" if graph else ""
+        print(f"{SCRIPT}.py on {device}{how} | {args.dataset}: {n} images | {steps} steps/epoch | run {run_dir}")
+        stop = []
+        for signum in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, or a scheduler's kill: finish the step, save
+            signal.signal(signum, lambda got, _: stop.append(got))
+        for epoch in range(start_epoch, args.epochs):
+            order = epoch_order(n, args.seed, epoch, device)
+            t0, pending, first = time.perf_counter(), [], start_step if epoch == start_epoch else 0
+            for i in range(first, steps):
+                end = (i + 1) * args.batch_size if i + 1 < steps else n  # the last batch takes what is left
+                batch = order[i * args.batch_size : end]
+                try:  # the last, smaller batch runs eagerly: a graph replays one shape
+                    losses = graphed_step(batch) if batch.size(0) == args.batch_size else step(batch)
+                except RuntimeError as e:  # BCELoss refuses NaN probabilities: the weights have diverged
                     if not refused_nan(e):
                         raise
                     diverged(args, writer, epoch, i + 1)
-                if not torch.isfinite(values).all():
-                    diverged(args, writer, epoch, i + 1)
-                for ld, lg, _, _ in values.tolist():
-                    global_step += 1
-                    writer.add_scalar("GAN/Step/Loss_D", ld, global_step)
-                    writer.add_scalar("GAN/Step/Loss_G", lg, global_step)
-                sums, step_losses = sums + values.sum(0), torch.cat([step_losses, values[:, : len(CURVES)]])
-                mean = sums / (i + 1)
-                print(
-                    f"Epoch {epoch:02d} | Step {i + 1:04d} / {steps:04d} | Loss_D {mean[0]:.4f} | Loss_G {mean[1]:.4f}"
-                )
-                if (values[:, :2].amax(1) >= BCE_CLAMP - 1e-3).all():
+                pending.append(losses)  # stays on the device: no sync per step
+                if (i + 1) % args.log_every == 0 or i + 1 == steps or stop:
+                    try:
+                        values, pending = torch.stack(pending).cpu(), []  # one sync per log line
+                    except RuntimeError as e:  # where a GPU reports BCELoss's refusal
+                        if not refused_nan(e):
+                            raise
+                        diverged(args, writer, epoch, i + 1)
+                    if not torch.isfinite(values).all():
+                        diverged(args, writer, epoch, i + 1)
+                    sums, step_losses = sums + values.sum(0), torch.cat([step_losses, values[:, : len(CURVES)]])
+                    mean = sums / (i + 1)
+                    at = (epoch, i + 1)
                     print(
-                        f"WARNING: every loss since the last line sits at BCE's clamp ({BCE_CLAMP:g}): D is "
-                        f"saturated and G learns nothing. Stop and try a lower --lr.",
-                        file=sys.stderr,
+                        f"Epoch {epoch:02d} | Step {i + 1:04d} / {steps:04d} | "
+                        f"Loss_D {mean[0]:.4f} | Loss_G {mean[1]:.4f}"
                     )
-            if stop:
-                save_checkpoint(args.ckpt, state(epoch, i + 1))
-                writer.close()
-                print(f"Interrupted: saved {args.ckpt} at epoch {epoch} step {i + 1}; continue with --resume")
-                sys.exit(128 + stop[0])  # the shell's status for that signal: 130 for Ctrl-C, 143 for a kill
+                    if (values[:, :2].amax(1) >= BCE_CLAMP - 1e-3).all():
+                        print(
+                            f"WARNING: every loss since the last line sits at BCE's clamp ({BCE_CLAMP:g}): D is "
+                            f"saturated and G learns nothing. Stop and try a lower --lr.",
+                            file=sys.stderr,
+                        )
+                    for ld, lg, _, _ in values.tolist():
+                        global_step += 1
+                        writer.add_scalar("GAN/Step/Loss_D", ld, global_step)
+                        writer.add_scalar("GAN/Step/Loss_G", lg, global_step)
+                if stop:
+                    save_checkpoint(args.ckpt, state(epoch, i + 1))
+                    writer.close()
+                    print(f"Interrupted: saved {args.ckpt} at epoch {epoch} step {i + 1}; continue with --resume")
+                    sys.exit(128 + stop[0])  # the shell's status for that signal: 130 for Ctrl-C, 143 for a kill
 
-        seconds, seen = time.perf_counter() - t0, n - first * args.batch_size
-        mean, sums = sums / steps, torch.zeros(4)
-        # Epoch scalars sit at x = epochs done, beside the images of the same moment.
-        writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch + 1)  # the handout's tags
-        writer.add_scalar("GAN/Loss/Generator", mean[1], epoch + 1)
-        writer.add_scalar("GAN/Output/D_real", mean[2], epoch + 1)
-        writer.add_scalar("GAN/Output/D_fake", mean[3], epoch + 1)
-        writer.add_scalar("GAN/Time/Images_per_second", seen / seconds, epoch + 1)
-        history[epoch + 1] = to_uint8(sample(G, fixed_noise))
-        writer.add_image("Generated Images", torchvision.utils.make_grid(history[epoch + 1]), epoch + 1)
-        save_checkpoint(args.ckpt, state(epoch + 1, 0))
-        print(
-            f"Epoch {epoch:02d} | {seconds:.2f} s | {seen / seconds:.0f} img/s | Loss_D {mean[0]:.4f} | "
-            f"Loss_G {mean[1]:.4f} | D(x) {mean[2]:.3f} | D(G(z)) {mean[3]:.3f}"
-        )
+            seconds, seen = time.perf_counter() - t0, n - first * args.batch_size
+            mean, sums = sums / steps, torch.zeros(4)
+            history[epoch + 1] = to_uint8(sample(G, fixed_noise))
+            save_checkpoint(args.ckpt, state(epoch + 1, 0))  # first: a TensorBoard write below that fails loses nothing
+            at = (epoch + 1, 0)
+            print(
+                f"Epoch {epoch:02d} | {seconds:.2f} s | {seen / seconds:.0f} img/s | Loss_D {mean[0]:.4f} | "
+                f"Loss_G {mean[1]:.4f} | D(x) {mean[2]:.3f} | D(G(z)) {mean[3]:.3f}"
+            )
+            # Epoch scalars sit at x = epochs done, beside the images of the same moment.
+            writer.add_scalar("GAN/Loss/Discriminator", mean[0], epoch + 1)  # the handout's tags
+            writer.add_scalar("GAN/Loss/Generator", mean[1], epoch + 1)
+            writer.add_scalar("GAN/Output/D_real", mean[2], epoch + 1)
+            writer.add_scalar("GAN/Output/D_fake", mean[3], epoch + 1)
+            writer.add_scalar("GAN/Time/Images_per_second", seen / seconds, epoch + 1)
+            writer.add_image("Generated Images", torchvision.utils.make_grid(history[epoch + 1]), epoch + 1)
+    except OSError as e:  # the run's folder deleted mid-run, or a full disk or quota: keep the steps, one line
+        why = f"Cannot write TensorBoard events in {run_dir} ({e.strerror or e})"
+        if at == (start_epoch, start_step):
+            sys.exit(f"{why}: stopped before training anything")
+        save_checkpoint(args.ckpt, state(*at))  # the weights are at `at`: the writes come after the bookkeeping
+        sys.exit(f"{why}: saved {args.ckpt} at epoch {at[0]} step {at[1]}; --resume continues it")
 
     # The report's figures: milestones, progress.png, real (top) vs generated (bottom), and the loss curves.
     real = to_uint8(to_unit(images[epoch_order(n, args.seed, -1, device)[:8]]))
-    writer.close()
+    with contextlib.suppress(OSError):  # the last events; where they could not be written, the figures say why
+        writer.close()
     try:
         save_report_figures(run_dir, args, history, real, to_uint8(sample(G, fixed_noise[:8])), step_losses, steps)
     except OSError as e:  # a full disk, or the run's folder deleted meanwhile: one line; the checkpoint is whole

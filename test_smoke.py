@@ -945,6 +945,37 @@ def test_ctrl_c_saves_and_resume_equals_an_uninterrupted_run(trained):
     assert_same_weights(load(trained["cwd"] / "a.pt"), load(trained["cwd"] / "c.pt"))
 
 
+def test_a_run_whose_tensorboard_folder_is_deleted_saves_its_steps_and_resumes(trained, tmp_path, monkeypatch):
+    """`rm -r runs` to tidy TensorBoard's list while a run trains (or a disk that fills up) fails TensorBoard's writer
+    thread, and the next write raised its error: two tracebacks, and the steps since the last epoch end lost."""
+    script = VARIANTS[trained["variant"]][0]
+    module, runs, lines = importlib.import_module(script), tmp_path / "runs", []
+    argv = [*command(trained["variant"], data_root=trained["data_root"])[2:], "--epochs", "2", "--logdir", str(runs)]
+    argv += ["--ckpt", str(tmp_path / "d.pt")]
+
+    def print_then_delete(*args, **kwargs):  # the folder goes at the first progress line
+        lines.append(" ".join(map(str, args)))
+        if len(step_lines("\n".join(lines))) == 1:
+            shutil.rmtree(runs)
+
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)  # what the script leaves to the default hook
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as stop:
+        m.setattr(module, "print", print_then_delete, raising=False)
+        run_quietly(script, argv)  # one thread, as the straight run: the same arithmetic
+    assert thread_errors == []  # TensorBoard's thread traceback not printed: the line below says it
+    ckpt, line = load(tmp_path / "d.pt"), str(stop.value.code)
+    assert line.startswith(f"Cannot write TensorBoard events in {ckpt['run_dir']} (No such file or directory)"), line
+    assert line.endswith(
+        f": saved {tmp_path / 'd.pt'} at epoch {ckpt['epoch']} step {ckpt['step']}; --resume continues it"
+    )
+    assert (0, 1) <= (ckpt["epoch"], ckpt["step"]) < (2, 0)
+    resumed = run_quietly(script, [*argv, "--resume"])  # into a new folder: the old one is gone
+    assert_same_weights(load(trained["cwd"] / "a.pt"), load(tmp_path / "d.pt"))
+    epoch_means = lambda out: [x.split("| Loss_D")[1] for x in out.splitlines() if " s | " in x]  # noqa: E731
+    assert epoch_means("\n".join(lines) + "\n" + resumed) == epoch_means(trained["straight"])  # sums saved too
+
+
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_ctrl_c_between_progress_lines_keeps_the_steps_since_the_last_line(

@@ -1208,6 +1208,34 @@ MUTATIONS = [
         [('RESUMABLE + ("overwrite", "dataset", "seed")', 'RESUMABLE + ("overwrite", "dataset")')],
         "run_folders_name",
     ),
+    (
+        "gan.py",
+        "TensorBoard's write error left to the traceback (run folder deleted, disk full): the epoch's steps lost",
+        [
+            (
+                "    except OSError as e:  # the run's folder deleted",
+                "    except ZeroDivisionError as e:  # the run's folder deleted",
+            )
+        ],
+        "tensorboard_folder_is_deleted",
+    ),
+    (
+        "gan.py",
+        "the steps booked at a progress line not tracked: a TensorBoard failure saves weights past the step it names",
+        [("                    at = (epoch, i + 1)\n", "")],
+        "tensorboard_folder_is_deleted",
+    ),
+    (
+        "wgan.py",
+        "TensorBoard's writer thread prints its traceback above the one line (the thread's class misnamed)",
+        [
+            (
+                '__name__ == "_AsyncWriterThread" else thread_hook(a)',
+                '__name__ == "AsyncWriterThread" else thread_hook(a)',
+            )
+        ],
+        "tensorboard_folder_is_deleted",
+    ),
 ]
 
 # The CUDA-graph path's bugs: only a GPU shows them (python bench/mutations.py --gpu, on a CUDA machine). Each
